@@ -1,0 +1,139 @@
+//! Hub configuration and its documented defaults.
+
+use std::time::Duration;
+
+/// Messages kept per subscription for inspection (the guide's ring buffer).
+pub const DEFAULT_BUFFER_SIZE: usize = 50;
+/// Events a [`Consumer`](crate::Consumer) may fall behind by before it gets
+/// [`Event::Lagged`](crate::Event::Lagged).
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// Bound on every Redis command (publish, introspection, SUBSCRIBE, PING).
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bound on opening one connection to Redis.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an idle subscriber connection sends PING, so that a half-open socket is noticed.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
+/// First reconnect delay; it doubles on each failed attempt.
+pub const DEFAULT_RECONNECT_MIN: Duration = Duration::from_millis(100);
+/// Cap on the reconnect delay. Reconnecting never gives up.
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Most subscriptions one hub holds at once.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 10_000;
+/// Most distinct channels counted individually in `Stats::channel_published`;
+/// publishes to further channels are counted in `Stats::channel_published_other`.
+pub const DEFAULT_MAX_TRACKED_CHANNELS: usize = 1_000;
+/// Subscriber connections in [`ConnectionMode::Shared`] when not given.
+pub const DEFAULT_SHARED_CONNECTIONS: usize = 4;
+
+/// How named subscribers map onto Redis connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionMode {
+    /// One Redis connection per subscription, as in the guide. `PUBSUB NUMSUB` then counts
+    /// named subscribers.
+    Dedicated,
+    /// All subscriptions share a fixed set of connections; the hub reference-counts each
+    /// channel and pattern. `PUBSUB NUMSUB` then counts connections, not names.
+    Shared {
+        /// Number of subscriber connections (at least 1).
+        connections: usize,
+    },
+}
+
+/// Tunables of a [`PubSubHub`](crate::PubSubHub). Start from [`HubConfig::default`] and
+/// change what you need with the `with_*` methods.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// Ring-buffer size per subscription ([`DEFAULT_BUFFER_SIZE`]).
+    pub buffer_size: usize,
+    /// Per-consumer queue bound ([`DEFAULT_QUEUE_CAPACITY`]).
+    pub queue_capacity: usize,
+    /// Bound on each Redis command ([`DEFAULT_COMMAND_TIMEOUT`]).
+    pub command_timeout: Duration,
+    /// Bound on each connection attempt ([`DEFAULT_CONNECT_TIMEOUT`]).
+    pub connect_timeout: Duration,
+    /// Subscriber keep-alive PING interval ([`DEFAULT_PING_INTERVAL`]).
+    pub ping_interval: Duration,
+    /// First reconnect delay ([`DEFAULT_RECONNECT_MIN`]).
+    pub reconnect_min: Duration,
+    /// Largest reconnect delay ([`DEFAULT_RECONNECT_MAX`]).
+    pub reconnect_max: Duration,
+    /// Most subscriptions at once ([`DEFAULT_MAX_SUBSCRIPTIONS`]).
+    pub max_subscriptions: usize,
+    /// Most channels tracked by name in the publish statistics ([`DEFAULT_MAX_TRACKED_CHANNELS`]).
+    pub max_tracked_channels: usize,
+    /// Dedicated (default) or shared subscriber connections.
+    pub mode: ConnectionMode,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            reconnect_min: DEFAULT_RECONNECT_MIN,
+            reconnect_max: DEFAULT_RECONNECT_MAX,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            max_tracked_channels: DEFAULT_MAX_TRACKED_CHANNELS,
+            mode: ConnectionMode::Dedicated,
+        }
+    }
+}
+
+impl HubConfig {
+    /// Sets the ring-buffer size (0 keeps no history).
+    pub fn with_buffer_size(mut self, n: usize) -> Self {
+        self.buffer_size = n;
+        self
+    }
+    /// Sets the per-consumer queue bound (at least 1).
+    pub fn with_queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n.max(1);
+        self
+    }
+    /// Sets the bound on each Redis command.
+    pub fn with_command_timeout(mut self, d: Duration) -> Self {
+        self.command_timeout = d;
+        self
+    }
+    /// Sets the bound on each connection attempt.
+    pub fn with_connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+    /// Sets the keep-alive PING interval of subscriber connections.
+    pub fn with_ping_interval(mut self, d: Duration) -> Self {
+        self.ping_interval = d;
+        self
+    }
+    /// Sets the reconnect backoff range (`min` doubles up to `max`).
+    pub fn with_reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max.max(min);
+        self
+    }
+    /// Sets the most subscriptions the hub holds at once.
+    pub fn with_max_subscriptions(mut self, n: usize) -> Self {
+        self.max_subscriptions = n;
+        self
+    }
+    /// Sets how many channels are tracked by name in the publish statistics.
+    pub fn with_max_tracked_channels(mut self, n: usize) -> Self {
+        self.max_tracked_channels = n;
+        self
+    }
+    /// Chooses dedicated or shared subscriber connections.
+    pub fn with_mode(mut self, mode: ConnectionMode) -> Self {
+        self.mode = match mode {
+            ConnectionMode::Shared { connections } => ConnectionMode::Shared {
+                connections: connections.max(1),
+            },
+            other => other,
+        };
+        self
+    }
+}
