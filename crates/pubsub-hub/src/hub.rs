@@ -24,6 +24,18 @@ pub(crate) struct HubCounters {
     pub(crate) received_total: AtomicU64,
     pub(crate) dropped_total: AtomicU64,
     pub(crate) reconnects_total: AtomicU64,
+    /// Bumped on every observable change (message, status, registry, publish); watchers
+    /// such as the dashboard's push stream wait on `changed`.
+    pub(crate) version: AtomicU64,
+    pub(crate) changed: tokio::sync::Notify,
+}
+
+impl HubCounters {
+    /// Records that something observable changed and wakes the watchers.
+    pub(crate) fn touch(&self) {
+        self.version.fetch_add(1, Ordering::Release);
+        self.changed.notify_waiters();
+    }
 }
 
 /// A snapshot of the hub's counters.
@@ -124,9 +136,17 @@ impl PubSubHub {
         )
         .await?;
         let config = Arc::new(config);
+        let counters = Arc::new(HubCounters::default());
         let shared_links = match config.mode {
             ConnectionMode::Shared { connections } => (0..connections.max(1))
-                .map(|_| Link::spawn(client.clone(), Arc::clone(&config), false))
+                .map(|_| {
+                    Link::spawn(
+                        client.clone(),
+                        Arc::clone(&config),
+                        Arc::clone(&counters),
+                        false,
+                    )
+                })
                 .collect(),
             _ => Vec::new(),
         };
@@ -136,7 +156,7 @@ impl PubSubHub {
                 config,
                 publisher: RwLock::new(Some(publisher)),
                 registry: Mutex::new(Registry::default()),
-                counters: Arc::new(HubCounters::default()),
+                counters,
                 channel_published: Mutex::new(ChannelCounts::default()),
                 shared_links,
                 next_sub_id: AtomicU64::new(1),
@@ -189,10 +209,13 @@ impl PubSubHub {
                     .delivered_total
                     .fetch_add(delivered.max(0) as u64, Ordering::Relaxed);
                 self.count_channel(channel);
+                counters.touch();
                 Ok(delivered)
             }
             Err(e) => {
-                counters.publish_errors_total.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .publish_errors_total
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "publish failed");
                 Err(e)
             }
@@ -227,7 +250,8 @@ impl PubSubHub {
         name: &str,
         channels: Vec<String>,
     ) -> Result<Arc<Subscription>, HubError> {
-        self.subscribe_kind(name, TargetKind::Channel, channels).await
+        self.subscribe_kind(name, TargetKind::Channel, channels)
+            .await
     }
 
     /// Creates subscriber `name` on glob `patterns` (`PSUBSCRIBE`).
@@ -236,7 +260,8 @@ impl PubSubHub {
         name: &str,
         patterns: Vec<String>,
     ) -> Result<Arc<Subscription>, HubError> {
-        self.subscribe_kind(name, TargetKind::Pattern, patterns).await
+        self.subscribe_kind(name, TargetKind::Pattern, patterns)
+            .await
     }
 
     /// Creates subscriber `name` of the given kind. Duplicate targets are ignored; an empty
@@ -256,7 +281,9 @@ impl PubSubHub {
             return Err(HubError::EmptyTargets);
         }
         if targets.iter().any(String::is_empty) {
-            return Err(HubError::InvalidTarget("a target is the empty string".into()));
+            return Err(HubError::InvalidTarget(
+                "a target is the empty string".into(),
+            ));
         }
         let mut seen = HashSet::new();
         let targets: Vec<String> = targets
@@ -270,6 +297,8 @@ impl PubSubHub {
         if let Ok(sub) = &result {
             registry.subs.insert(name.to_owned(), Arc::clone(sub));
         }
+        drop(registry);
+        self.inner.counters.touch();
         result
     }
 
@@ -310,7 +339,12 @@ impl PubSubHub {
             Arc::clone(&inner.counters),
         ));
         let groups: Vec<(Arc<Link>, Vec<String>)> = if inner.shared_links.is_empty() {
-            let link = Link::spawn(inner.client.clone(), Arc::clone(&inner.config), true);
+            let link = Link::spawn(
+                inner.client.clone(),
+                Arc::clone(&inner.config),
+                Arc::clone(&inner.counters),
+                true,
+            );
             vec![(link, targets)]
         } else {
             let mut by_link: BTreeMap<usize, Vec<String>> = BTreeMap::new();
@@ -356,6 +390,7 @@ impl PubSubHub {
         match sub {
             Some(sub) => {
                 sub.close_links().await;
+                self.inner.counters.touch();
                 true
             }
             None => false,
@@ -379,9 +414,11 @@ impl PubSubHub {
 
     /// Closes every subscription but keeps the hub usable (the dashboard's reset).
     pub async fn close_all(&self) {
-        let subs: Vec<Arc<Subscription>> =
-            std::mem::take(&mut lock(&self.inner.registry).subs).into_values().collect();
+        let subs: Vec<Arc<Subscription>> = std::mem::take(&mut lock(&self.inner.registry).subs)
+            .into_values()
+            .collect();
         futures_util::future::join_all(subs.iter().map(|s| s.close_links())).await;
+        self.inner.counters.touch();
     }
 
     /// `PUBSUB CHANNELS pattern`: channels with at least one exact subscriber, sorted.
@@ -498,6 +535,29 @@ impl PubSubHub {
             counter.store(0, Ordering::Relaxed);
         }
         *lock(&self.inner.channel_published) = ChannelCounts::default();
+        c.touch();
+    }
+
+    /// A number that grows whenever something observable changes: a message received, a
+    /// subscription added or removed, a status change, a publish.
+    pub fn version(&self) -> u64 {
+        self.inner.counters.version.load(Ordering::Acquire)
+    }
+
+    /// Waits until [`PubSubHub::version`] exceeds `since` and returns the new version.
+    /// Cheap to call in a loop; use it to push updates instead of polling.
+    pub async fn changed(&self, since: u64) -> u64 {
+        let counters = &self.inner.counters;
+        loop {
+            let notified = counters.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = counters.version.load(Ordering::Acquire);
+            if now > since {
+                return now;
+            }
+            notified.await;
+        }
     }
 
     /// Subscriber connections this hub holds to Redis right now (live ones only).
@@ -519,7 +579,11 @@ impl PubSubHub {
     /// Distinct channels and patterns subscribed on Redis through the shared links
     /// (0 in dedicated mode).
     pub fn shared_redis_targets(&self) -> u64 {
-        self.inner.shared_links.iter().map(|l| l.redis_targets()).sum()
+        self.inner
+            .shared_links
+            .iter()
+            .map(|l| l.redis_targets())
+            .sum()
     }
 }
 
@@ -534,6 +598,8 @@ impl HubInner {
         {
             registry.subs.remove(sub.name());
         }
+        drop(registry);
+        self.counters.touch();
     }
 }
 

@@ -38,14 +38,14 @@
 //! - Every Redis command is bounded by [`HubConfig::command_timeout`] (default 2 s).
 //!
 //! # Layout
-//! - [`hub`]: [`PubSubHub`], publishing, the registry of named subscriptions, introspection,
+//! - [`hub`] — [`PubSubHub`], publishing, the registry of named subscriptions, introspection,
 //!   [`Stats`].
-//! - [`subscription`]: [`Subscription`] (ring buffer, counters, [`SubscriptionStatus`]),
+//! - [`subscription`] — [`Subscription`] (ring buffer, counters, [`SubscriptionStatus`]),
 //!   [`Consumer`] and [`Event`].
-//! - [`message`]: [`ReceivedMessage`] and the binary-safe [`Payload`].
-//! - [`config`]: [`HubConfig`], [`ConnectionMode`] and the `DEFAULT_*` values.
-//! - [`error`]: [`HubError`].
-//! - `link` (private): one Redis subscribe connection owned by one task, with routing,
+//! - [`message`] — [`ReceivedMessage`] and the binary-safe [`Payload`].
+//! - [`config`] — [`HubConfig`], [`ConnectionMode`] and the `DEFAULT_*` values.
+//! - [`error`] — [`HubError`].
+//! - `link` (private) — one Redis subscribe connection owned by one task, with routing,
 //!   reference counting, keep-alive PING and reconnect.
 
 pub mod config;

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::HubConfig;
 use crate::error::{HubError, bounded};
+use crate::hub::HubCounters;
 use crate::message::{Payload, ReceivedMessage, now_ms};
 use crate::subscription::{Event, Subscription, SubscriptionStatus, TargetKind};
 
@@ -36,6 +37,8 @@ static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct Link {
     id: u64,
     commands: mpsc::UnboundedSender<Command>,
+    /// The hub's counters, touched on every message and status change.
+    counters: Arc<HubCounters>,
     status: Mutex<SubscriptionStatus>,
     /// Targets currently subscribed on Redis through this link (for shared-mode reporting).
     redis_targets: AtomicU64,
@@ -58,11 +61,17 @@ enum Command {
 
 impl Link {
     /// Starts a link task. A `dedicated` link ends when its last subscription detaches.
-    pub(crate) fn spawn(client: redis::Client, config: Arc<HubConfig>, dedicated: bool) -> Arc<Link> {
+    pub(crate) fn spawn(
+        client: redis::Client,
+        config: Arc<HubConfig>,
+        counters: Arc<HubCounters>,
+        dedicated: bool,
+    ) -> Arc<Link> {
         let (tx, rx) = mpsc::unbounded_channel();
         let link = Arc::new(Link {
             id: NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed),
             commands: tx,
+            counters,
             status: Mutex::new(SubscriptionStatus::Reconnecting {
                 since_ms: now_ms(),
                 attempts: 0,
@@ -98,6 +107,7 @@ impl Link {
 
     fn set_status(&self, status: SubscriptionStatus) {
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        self.counters.touch();
     }
 
     /// Routes `targets` to `sub`, subscribing on Redis where needed. Returns once Redis has
@@ -109,7 +119,11 @@ impl Link {
     ) -> Result<(), HubError> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Attach { sub, targets, reply })
+            .send(Command::Attach {
+                sub,
+                targets,
+                reply,
+            })
             .map_err(|_| HubError::Closed)?;
         rx.await.unwrap_or(Err(HubError::Closed))
     }
@@ -118,7 +132,11 @@ impl Link {
     /// unsubscribed on Redis before this returns.
     pub(crate) async fn detach(&self, sub_id: u64) {
         let (reply, rx) = oneshot::channel();
-        if self.commands.send(Command::Detach { sub_id, reply }).is_ok() {
+        if self
+            .commands
+            .send(Command::Detach { sub_id, reply })
+            .is_ok()
+        {
             let _ = rx.await;
         }
     }
@@ -209,7 +227,11 @@ impl LinkTask {
                     }
                     match self.connect().await {
                         Ok(conn) => {
-                            tracing::info!(link = self.link.id, attempts, "subscriber connection re-established");
+                            tracing::info!(
+                                link = self.link.id,
+                                attempts,
+                                "subscriber connection re-established"
+                            );
                             self.link.set_status(SubscriptionStatus::Live);
                             for sub in self.distinct_subs() {
                                 sub.notify(Event::Reconnected);
@@ -350,6 +372,7 @@ impl LinkTask {
         for sub in subs {
             sub.deliver(&message);
         }
+        self.link.counters.touch();
     }
 
     async fn handle_connected(&mut self, command: Command, sink: &mut PubSubSink) -> Flow {
@@ -392,7 +415,11 @@ impl LinkTask {
                         let _ = reply.send(Err(e));
                         // A refused command (e.g. an ACL error) leaves the connection usable;
                         // a time-out or I/O error does not.
-                        if lost { Flow::Lost(text) } else { Flow::Continue }
+                        if lost {
+                            Flow::Lost(text)
+                        } else {
+                            Flow::Continue
+                        }
                     }
                 }
             }
@@ -487,7 +514,10 @@ impl LinkTask {
 fn connection_broken(e: &HubError) -> bool {
     match e {
         HubError::Redis(e) => {
-            e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()
+            e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+                || e.is_unrecoverable_error()
         }
         _ => true,
     }
@@ -547,7 +577,10 @@ mod tests {
             let cap = Duration::from_millis(100)
                 .saturating_mul(1 << attempt.min(16))
                 .min(Duration::from_secs(2));
-            assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d:?} vs {cap:?}");
+            assert!(
+                d >= cap / 2 && d <= cap,
+                "attempt {attempt}: {d:?} vs {cap:?}"
+            );
         }
     }
 }

@@ -81,16 +81,17 @@ impl Payload {
     }
 
     fn decoded(&self) -> &(Value, PayloadEncoding) {
-        self.decoded.get_or_init(|| match std::str::from_utf8(&self.bytes) {
-            Ok(text) => match serde_json::from_str::<Value>(text) {
-                Ok(value) => (value, PayloadEncoding::Json),
-                Err(_) => (Value::String(text.to_owned()), PayloadEncoding::Text),
-            },
-            Err(_) => (
-                Value::String(base64::engine::general_purpose::STANDARD.encode(&self.bytes)),
-                PayloadEncoding::Base64,
-            ),
-        })
+        self.decoded
+            .get_or_init(|| match std::str::from_utf8(&self.bytes) {
+                Ok(text) => match serde_json::from_str::<Value>(text) {
+                    Ok(value) => (value, PayloadEncoding::Json),
+                    Err(_) => (Value::String(text.to_owned()), PayloadEncoding::Text),
+                },
+                Err(_) => (
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(&self.bytes)),
+                    PayloadEncoding::Base64,
+                ),
+            })
     }
 }
 

@@ -322,10 +322,8 @@ impl Subscription {
                 }
                 st.buffer.push_front(Arc::clone(message));
             }
-            if let Some(tx) = &st.events {
-                if tx.receiver_count() > 0 {
-                    let _ = tx.send(Event::Message(Arc::clone(message)));
-                }
+            if let Some(tx) = st.events.as_ref().filter(|tx| tx.receiver_count() > 0) {
+                let _ = tx.send(Event::Message(Arc::clone(message)));
             }
         }
         self.received.fetch_add(1, Ordering::Relaxed);
@@ -336,7 +334,9 @@ impl Subscription {
     pub(crate) fn notify(&self, event: Event) {
         if matches!(event, Event::Reconnected) {
             self.reconnects.fetch_add(1, Ordering::Relaxed);
-            self.counters.reconnects_total.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .reconnects_total
+                .fetch_add(1, Ordering::Relaxed);
         }
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = &st.events {

@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests: hubs on private servers and bounded waits.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pubsub_hub::{Consumer, Event, HubConfig, PubSubHub, ReceivedMessage};
+use pubsub_hub_testkit::RedisServer;
+
+/// Upper bound for any single wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A hub on `server` with fast reconnects, so recovery tests finish quickly.
+pub async fn hub(server: &RedisServer) -> PubSubHub {
+    hub_with(server, HubConfig::default()).await
+}
+
+/// A hub on `server` with `config` plus test-friendly timings.
+pub async fn hub_with(server: &RedisServer, config: HubConfig) -> PubSubHub {
+    let config = config
+        .with_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(300))
+        .with_ping_interval(Duration::from_millis(500));
+    PubSubHub::with_config(server.client(), config)
+        .await
+        .expect("hub connects to the private server")
+}
+
+/// The next event, failing the test after `WAIT`.
+pub async fn next_event(consumer: &mut Consumer) -> Event {
+    tokio::time::timeout(WAIT, consumer.recv())
+        .await
+        .expect("an event within the time limit")
+        .expect("the consumer is still open")
+}
+
+/// The next message, skipping connection events; fails after `WAIT`.
+pub async fn next_message(consumer: &mut Consumer) -> Arc<ReceivedMessage> {
+    loop {
+        if let Event::Message(m) = next_event(consumer).await {
+            return m;
+        }
+    }
+}
+
+/// Polls an async condition every 10 ms until it holds, failing after `WAIT`.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Connections the server has, excluding `CLIENT LIST`'s own admin connection.
+pub fn client_count(server: &RedisServer) -> usize {
+    server
+        .client_list()
+        .iter()
+        .filter(|c| c.cmd != "client|list" && c.cmd != "client")
+        .count()
+}

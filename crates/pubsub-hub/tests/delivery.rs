@@ -1,0 +1,478 @@
+//! Delivery, errors, ring buffer, consumers and accounting against a private redis-server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{WAIT, client_count, eventually, hub, hub_with, next_event, next_message};
+use pubsub_hub::{Event, HubConfig, PayloadEncoding, SubscriptionStatus};
+use pubsub_hub_testkit::RedisServer;
+use serde_json::json;
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_subscriber_receives_json_and_publish_counts() {
+    let server = RedisServer::start();
+    let hub = hub(&server).await;
+    let sub = hub
+        .subscribe("orders-listener", strings(&["orders:new"]))
+        .await
+        .unwrap();
+    let mut consumer = sub.consumer();
+    assert_eq!(
+        server.numsub("orders:new"),
+        1,
+        "SUBSCRIBE confirmed before return"
+    );
+
+    let delivered = hub
+        .publish("orders:new", &json!({"order_id": 42, "total": 199.0}))
+        .await
+        .unwrap();
+    assert_eq!(delivered, 1);
+    let m = next_message(&mut consumer).await;
+    assert_eq!(m.channel, "orders:new");
+    assert_eq!(m.pattern, None);
+    assert_eq!(m.payload, json!({"order_id": 42, "total": 199.0}));
+    assert_eq!(m.payload.encoding(), PayloadEncoding::Json);
+    assert!(m.received_at_ms > 0);
+    assert_eq!(sub.received_total(), 1);
+    assert!(sub.is_alive());
+
+    // Nobody listens on another channel: Redis says 0.
+    assert_eq!(hub.publish("orders:old", &json!(1)).await.unwrap(), 0);
+    let stats = hub.stats().await;
+    assert_eq!(stats.published_total, 2);
+    assert_eq!(stats.delivered_total, 1);
+    assert_eq!(stats.received_total, 1);
+    assert_eq!(stats.active_subscriptions, 1);
+    assert_eq!(stats.channel_published.get("orders:new"), Some(&1));
+    assert_eq!(stats.channel_published.get("orders:old"), Some(&1));
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_globs_match_as_redis_does() {
+    let server = RedisServer::start();
+    let hub = hub(&server).await;
+    let star = hub.psubscribe("star", strings(&["news:*"])).await.unwrap();
+    let question = hub
+        .psubscribe("question", strings(&["h?llo"]))
+        .await
+        .unwrap();
+    let class = hub
+        .psubscribe("class", strings(&["t[abc]p"]))
+        .await
+        .unwrap();
+    let (mut c_star, mut c_q, mut c_class) =
+        (star.consumer(), question.consumer(), class.consumer());
+    assert_eq!(server.numpat(), 3);
+
+    for (channel, expected) in [
+        ("news:sport", 1),
+        ("news", 0),
+        ("hello", 1),
+        ("hallo", 1),
+        ("heello", 0),
+        ("tap", 1),
+        ("tdp", 0),
+    ] {
+        let n = hub.publish(channel, &json!(channel)).await.unwrap();
+        assert_eq!(n, expected, "PUBLISH {channel}");
+    }
+    let m = next_message(&mut c_star).await;
+    assert_eq!(
+        (m.channel.as_str(), m.pattern.as_deref()),
+        ("news:sport", Some("news:*"))
+    );
+    let m = next_message(&mut c_q).await;
+    assert_eq!(m.channel, "hello");
+    assert_eq!(m.pattern.as_deref(), Some("h?llo"));
+    assert_eq!(next_message(&mut c_q).await.channel, "hallo");
+    let m = next_message(&mut c_class).await;
+    assert_eq!(
+        (m.channel.as_str(), m.pattern.as_deref()),
+        ("tap", Some("t[abc]p"))
+    );
+    assert_eq!(
+        star.received_total() + question.received_total() + class.received_total(),
+        4
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_and_pattern_both_receive_and_multi_target_works() {
+    let server = RedisServer::start();
+    let hub = hub(&server).await;
+    let exact = hub
+        .subscribe("exact", strings(&["notifications:billing", "orders:new"]))
+        .await
+        .unwrap();
+    let pattern = hub
+        .psubscribe("pattern", strings(&["notifications:*", "orders:*"]))
+        .await
+        .unwrap();
+    let (mut ce, mut cp) = (exact.consumer(), pattern.consumer());
+
+    // One PUBLISH, two deliveries: `message` and `pmessage`.
+    assert_eq!(
+        hub.publish("notifications:billing", &json!("x"))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(hub.publish("orders:new", &json!("y")).await.unwrap(), 2);
+    assert_eq!(next_message(&mut ce).await.channel, "notifications:billing");
+    assert_eq!(next_message(&mut ce).await.channel, "orders:new");
+    let m = next_message(&mut cp).await;
+    assert_eq!(m.pattern.as_deref(), Some("notifications:*"));
+    let m = next_message(&mut cp).await;
+    assert_eq!(m.pattern.as_deref(), Some("orders:*"));
+    assert_eq!(hub.local_stats().delivered_total, 4);
+    eventually("both subscriptions counted", || async {
+        hub.local_stats().received_total == 4
+    })
+    .await;
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_with_typed_errors() {
+    let server = RedisServer::start();
+    let hub = hub(&server).await;
+    hub.subscribe("a", strings(&["c"])).await.unwrap();
+    let dup = hub.subscribe("a", strings(&["d"])).await.unwrap_err();
+    assert!(dup.is_duplicate_name(), "{dup}");
+    let dup = hub.psubscribe("a", strings(&["d*"])).await.unwrap_err();
+    assert!(dup.is_duplicate_name());
+    let empty = hub.subscribe("b", vec![]).await.unwrap_err();
+    assert!(empty.is_empty_targets(), "{empty}");
+    assert!(
+        hub.subscribe("", strings(&["c"]))
+            .await
+            .unwrap_err()
+            .is_invalid_input()
+    );
+    assert!(
+        hub.subscribe("b", strings(&[""]))
+            .await
+            .unwrap_err()
+            .is_invalid_input()
+    );
+    // Rejected calls leave nothing behind: the name is still free, the count unchanged.
+    assert_eq!(hub.subscriptions().len(), 1);
+    assert_eq!(server.numsub("d"), 0);
+    hub.subscribe("b", strings(&["d", "d"])).await.unwrap();
+    assert_eq!(
+        hub.get_subscription("b").unwrap().targets(),
+        &["d".to_string()]
+    );
+    let names: Vec<String> = hub
+        .subscriptions()
+        .iter()
+        .map(|s| s.name().to_owned())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    hub.shutdown().await;
+    assert!(
+        hub.subscribe("c", strings(&["x"]))
+            .await
+            .unwrap_err()
+            .is_closed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_limit_is_enforced() {
+    let server = RedisServer::start();
+    let hub = hub_with(&server, HubConfig::default().with_max_subscriptions(2)).await;
+    hub.subscribe("a", strings(&["x"])).await.unwrap();
+    hub.subscribe("b", strings(&["x"])).await.unwrap();
+    let err = hub.subscribe("c", strings(&["x"])).await.unwrap_err();
+    assert!(err.is_limit_exceeded(), "{err}");
+    assert_eq!(server.numsub("x"), 2);
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_buffer_keeps_the_newest_fifty_newest_first() {
+    let server = RedisServer::start();
+    let hub = hub(&server).await;
+    let sub = hub.subscribe("ring", strings(&["r"])).await.unwrap();
+    for i in 0..60 {
+        hub.publish("r", &json!({"i": i})).await.unwrap();
+    }
+    eventually("60 messages received", || async {
+        sub.received_total() == 60
+    })
+    .await;
+    let all = sub.messages(None);
+    assert_eq!(all.len(), 50);
+    assert_eq!(all[0].payload, json!({"i": 59}));
+    assert_eq!(all[49].payload, json!({"i": 10}));
+    let five = sub.messages(Some(5));
+    let seen: Vec<_> = five.iter().map(|m| m.payload.json()["i"].clone()).collect();
+    assert_eq!(
+        seen,
+        [json!(59), json!(58), json!(57), json!(56), json!(55)]
+    );
+    let as_json = sub.to_json(15);
+    assert_eq!(as_json["messages"].as_array().unwrap().len(), 15);
+    assert_eq!(as_json["received_total"], 60);
+    assert_eq!(as_json["alive"], true);
+    assert_eq!(as_json["is_pattern"], false);
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_releases_the_redis_subscription_and_keeps_counters() {
+    let server = RedisServer::start();
+    let hub = hub(&server).await;
+    let a = hub.subscribe("a", strings(&["shared"])).await.unwrap();
+    hub.subscribe("b", strings(&["shared"])).await.unwrap();
+    hub.psubscribe("p", strings(&["sha*"])).await.unwrap();
+    assert_eq!(server.numsub("shared"), 2);
+    assert_eq!(hub.publish("shared", &json!(1)).await.unwrap(), 3);
+    eventually("3 received", || async {
+        hub.local_stats().received_total == 3
+    })
+    .await;
+
+    assert!(hub.unsubscribe("a").await);
+    assert_eq!(
+        server.numsub("shared"),
+        1,
+        "released before unsubscribe returned"
+    );
+    assert_eq!(a.status(), SubscriptionStatus::Closed);
+    assert!(!a.is_alive());
+    assert!(
+        !hub.unsubscribe("a").await,
+        "second unsubscribe finds nothing"
+    );
+    assert!(hub.unsubscribe("p").await);
+    assert_eq!(server.numpat(), 0);
+    // Lifetime counters do not shrink when subscribers go away.
+    assert_eq!(hub.local_stats().received_total, 3);
+    assert_eq!(hub.local_stats().active_subscriptions, 1);
+
+    // close() on the subscription itself frees the name too.
+    let b = hub.get_subscription("b").unwrap();
+    b.close().await;
+    assert!(hub.get_subscription("b").is_none());
+    assert_eq!(server.numsub("shared"), 0);
+    hub.subscribe("b", strings(&["again"])).await.unwrap();
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_payloads_round_trip_byte_for_byte() {
+    let server = RedisServer::start();
+    let hub = hub(&server).await;
+    let sub = hub.subscribe("bin", strings(&["bin"])).await.unwrap();
+    let mut consumer = sub.consumer();
+    let raw: Vec<u8> = (0..=255u8).rev().collect();
+    assert_eq!(hub.publish_bytes("bin", &raw).await.unwrap(), 1);
+    let m = next_message(&mut consumer).await;
+    assert_eq!(m.payload.as_bytes(), &raw[..]);
+    assert_eq!(m.payload.encoding(), PayloadEncoding::Base64);
+    let shown = m.to_json();
+    assert_eq!(shown["encoding"], "base64");
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(shown["payload"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(decoded, raw);
+
+    // Text that is not JSON stays text; a payload from another client arrives as is.
+    server.publish("bin", "plain words".as_bytes());
+    let m = next_message(&mut consumer).await;
+    assert_eq!(m.payload.encoding(), PayloadEncoding::Text);
+    assert_eq!(m.payload.json(), &json!("plain words"));
+    assert_eq!(m.to_json()["payload"], "plain words");
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_gets_exact_lag_and_others_are_unaffected() {
+    let server = RedisServer::start();
+    let hub = hub_with(&server, HubConfig::default().with_queue_capacity(4)).await;
+    let sub = hub.subscribe("lag", strings(&["lag"])).await.unwrap();
+    let mut slow = sub.consumer();
+    let mut fast = sub.consumer();
+    let collector = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < 20 {
+            if let Event::Message(m) = next_event(&mut fast).await {
+                got.push(m.payload.json()["n"].as_i64().unwrap());
+            }
+        }
+        got
+    });
+    for n in 0..20 {
+        hub.publish("lag", &json!({"n": n})).await.unwrap();
+        // Let the fast consumer keep up: it waits for each message.
+        let target = n + 1;
+        eventually("message received", || async {
+            sub.received_total() == target
+        })
+        .await;
+        tokio::task::yield_now().await;
+    }
+    let fast_got = tokio::time::timeout(WAIT, collector)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fast_got, (0..20).collect::<Vec<_>>());
+
+    // The slow consumer never read: it lost the 16 oldest and is told exactly that.
+    match next_event(&mut slow).await {
+        Event::Lagged(n) => assert_eq!(n, 16),
+        other => panic!("expected Lagged, got {other:?}"),
+    }
+    let rest: Vec<i64> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(
+                next_message(&mut slow).await.payload.json()["n"]
+                    .as_i64()
+                    .unwrap(),
+            );
+        }
+        v
+    };
+    assert_eq!(rest, [16, 17, 18, 19]);
+    assert_eq!(sub.dropped_total(), 16);
+    assert_eq!(hub.local_stats().dropped_total, 16);
+    assert!(slow.try_recv().is_none());
+    hub.shutdown().await;
+    // After close the stream ends.
+    assert!(
+        tokio::time::timeout(WAIT, slow.recv())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_runs_off_the_reader_task() {
+    let server = RedisServer::start();
+    let hub = hub(&server).await;
+    let sub = hub.subscribe("h", strings(&["h"])).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let handle = sub.spawn_handler(move |event| {
+        let tx = tx.clone();
+        async move {
+            if let Event::Message(m) = event {
+                // Slow work here must not stop delivery to the ring buffer.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = tx.send(m.payload.json().clone());
+            }
+        }
+    });
+    for i in 0..5 {
+        hub.publish("h", &json!(i)).await.unwrap();
+    }
+    eventually("ring buffer filled fast", || async {
+        sub.received_total() == 5
+    })
+    .await;
+    for i in 0..5 {
+        let got = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, json!(i));
+    }
+    hub.shutdown().await;
+    tokio::time::timeout(WAIT, handle).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_matches_redis() {
+    let server = RedisServer::start();
+    let hub = hub(&server).await;
+    hub.subscribe("a", strings(&["orders:new", "billing:invoice"]))
+        .await
+        .unwrap();
+    hub.subscribe("b", strings(&["orders:new"])).await.unwrap();
+    hub.psubscribe("p", strings(&["notifications:*"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        hub.active_channels("*").await.unwrap(),
+        ["billing:invoice", "orders:new"]
+    );
+    assert_eq!(
+        hub.active_channels("orders:*").await.unwrap(),
+        ["orders:new"]
+    );
+    let counts = hub
+        .channel_subscriber_counts(&strings(&["orders:new", "billing:invoice", "none"]))
+        .await
+        .unwrap();
+    assert_eq!(counts.get("orders:new"), Some(&2));
+    assert_eq!(counts.get("billing:invoice"), Some(&1));
+    assert_eq!(counts.get("none"), Some(&0));
+    assert_eq!(hub.pattern_subscriber_count().await.unwrap(), 1);
+    let all = hub
+        .introspect("*", &strings(&["orders:new"]))
+        .await
+        .unwrap();
+    assert_eq!(all.active_channels, ["billing:invoice", "orders:new"]);
+    assert_eq!(all.numsub.get("orders:new"), Some(&2));
+    assert_eq!(all.numpat, 1);
+    assert_eq!(hub.stats().await.pattern_subscriptions, 1);
+
+    hub.reset_stats();
+    hub.publish("orders:new", &json!(1)).await.unwrap();
+    let stats = hub.local_stats();
+    assert_eq!(stats.published_total, 1);
+    assert_eq!(stats.delivered_total, 2);
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_leaves_no_connection_behind() {
+    let server = RedisServer::start();
+    let baseline = client_count(&server);
+    let hub = hub(&server).await;
+    hub.subscribe("a", strings(&["a"])).await.unwrap();
+    hub.subscribe("b", strings(&["b"])).await.unwrap();
+    hub.psubscribe("c", strings(&["c*"])).await.unwrap();
+    assert_eq!(
+        client_count(&server),
+        baseline + 4,
+        "1 publisher + 3 subscribers"
+    );
+    let subs = hub.subscriptions();
+    hub.shutdown().await;
+    assert!(
+        subs.iter()
+            .all(|s| s.status() == SubscriptionStatus::Closed)
+    );
+    server.wait_until(WAIT, "our connections are gone from CLIENT LIST", || {
+        client_count(&server) == baseline
+    });
+    assert!(hub.publish("a", &json!(1)).await.unwrap_err().is_closed());
+    assert!(hub.subscriptions().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_statistics_are_bounded() {
+    let server = RedisServer::start();
+    let hub = hub_with(&server, HubConfig::default().with_max_tracked_channels(3)).await;
+    for ch in ["a", "b", "c", "d", "e", "a"] {
+        hub.publish(ch, &json!(0)).await.unwrap();
+    }
+    let stats = hub.local_stats();
+    assert_eq!(stats.channel_published.len(), 3);
+    assert_eq!(stats.channel_published.get("a"), Some(&2));
+    assert_eq!(stats.channel_published_other, 2);
+    hub.shutdown().await;
+}

@@ -1,0 +1,205 @@
+//! Recovery after Redis restarts, killed connections and output-buffer-limit disconnects,
+//! with truthful status and bounded failures while Redis is away.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{WAIT, eventually, hub, next_event, next_message};
+use pubsub_hub::{Event, SubscriptionStatus};
+use pubsub_hub_testkit::RedisServer;
+use serde_json::json;
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Skips messages until a connection event arrives.
+async fn next_connection_event(consumer: &mut pubsub_hub::Consumer) -> Event {
+    loop {
+        match next_event(consumer).await {
+            Event::Message(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_recover_after_a_restart_and_report_the_gap() {
+    let mut server = RedisServer::start();
+    let hub = hub(&server).await;
+    let exact = hub
+        .subscribe("exact", strings(&["orders:new"]))
+        .await
+        .unwrap();
+    let pattern = hub
+        .psubscribe("pattern", strings(&["orders:*"]))
+        .await
+        .unwrap();
+    let mut events = exact.consumer();
+    assert!(exact.is_alive() && pattern.is_alive());
+
+    server.stop();
+    eventually("both report reconnecting", || async {
+        !exact.is_alive() && !pattern.is_alive()
+    })
+    .await;
+    assert!(matches!(
+        next_connection_event(&mut events).await,
+        Event::Disconnected { .. }
+    ));
+    // While Redis is down, calls fail fast with a clear error instead of hanging.
+    let started = Instant::now();
+    let err = hub.publish("orders:new", &json!(1)).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2600),
+        "took {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    assert!(hub.active_channels("*").await.is_err());
+    assert!(hub.pattern_subscriber_count().await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
+    // A long enough outage shows failed attempts in the status.
+    eventually("attempts counted", || async {
+        matches!(exact.status(), SubscriptionStatus::Reconnecting { attempts, .. } if attempts >= 2)
+    })
+    .await;
+    if let SubscriptionStatus::Reconnecting {
+        since_ms,
+        last_error,
+        ..
+    } = exact.status()
+    {
+        assert!(since_ms > 0);
+        assert!(!last_error.is_empty());
+    }
+
+    server.start_again();
+    eventually("both live again", || async {
+        exact.is_alive() && pattern.is_alive()
+    })
+    .await;
+    assert!(matches!(
+        next_connection_event(&mut events).await,
+        Event::Reconnected
+    ));
+    server.wait_numsub("orders:new", 1, WAIT);
+    server.wait_numpat(1, WAIT);
+    assert_eq!(exact.reconnects_total(), 1);
+    assert_eq!(hub.local_stats().reconnects_total, 2);
+
+    // The publisher reconnects by itself too.
+    let deadline = Instant::now() + WAIT;
+    let delivered = loop {
+        match hub
+            .publish("orders:new", &json!({"after": "restart"}))
+            .await
+        {
+            Ok(n) => break n,
+            Err(e) => assert!(Instant::now() < deadline, "publish never recovered: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(delivered, 2);
+    let m = next_message(&mut events).await;
+    assert_eq!(m.payload, json!({"after": "restart"}));
+    eventually("pattern received", || async {
+        pattern.received_total() >= 1
+    })
+    .await;
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_type_pubsub_is_recovered() {
+    let server = RedisServer::start();
+    let hub = hub(&server).await;
+    let sub = hub.subscribe("victim", strings(&["k"])).await.unwrap();
+    let mut events = sub.consumer();
+    assert_eq!(server.kill_pubsub_clients(), 1);
+    assert!(matches!(
+        next_connection_event(&mut events).await,
+        Event::Disconnected { .. }
+    ));
+    assert!(matches!(
+        next_connection_event(&mut events).await,
+        Event::Reconnected
+    ));
+    assert!(sub.is_alive());
+    server.wait_numsub("k", 1, WAIT);
+    assert_eq!(hub.publish("k", &json!("back")).await.unwrap(), 1);
+    assert_eq!(next_message(&mut events).await.payload, json!("back"));
+    assert_eq!(sub.reconnects_total(), 1);
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_buffer_limit_disconnect_is_recovered() {
+    let server = RedisServer::start();
+    server.cmd(&[
+        "CONFIG",
+        "SET",
+        "client-output-buffer-limit",
+        "pubsub 1kb 1kb 0",
+    ]);
+    let hub = hub(&server).await;
+    let sub = hub.subscribe("chatty", strings(&["big"])).await.unwrap();
+    let mut events = sub.consumer();
+    // 64 KiB cannot fit in a 1 KiB pub/sub output buffer: Redis drops the subscriber.
+    let big = vec![b'x'; 64 * 1024];
+    hub.publish_bytes("big", &big).await.unwrap();
+    assert!(matches!(
+        next_connection_event(&mut events).await,
+        Event::Disconnected { .. }
+    ));
+    assert!(matches!(
+        next_connection_event(&mut events).await,
+        Event::Reconnected
+    ));
+    server.wait_numsub("big", 1, WAIT);
+    assert_eq!(hub.publish("big", &json!("small")).await.unwrap(), 1);
+    assert_eq!(next_message(&mut events).await.payload, json!("small"));
+    assert!(
+        server.log().contains("output buffer") || server.log().contains("scheduled to be closed"),
+        "redis log mentions the limit:\n{}",
+        server.log_tail(20)
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_unsubscribe_and_shutdown_stay_bounded_while_redis_is_down() {
+    let mut server = RedisServer::start();
+    let hub = hub(&server).await;
+    let sub = hub.subscribe("a", strings(&["a"])).await.unwrap();
+    server.stop();
+    eventually("reconnecting", || async { !sub.is_alive() }).await;
+
+    let started = Instant::now();
+    let err = hub.subscribe("b", strings(&["b"])).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        hub.get_subscription("b").is_none(),
+        "a failed subscribe leaves no entry"
+    );
+
+    let started = Instant::now();
+    assert!(hub.unsubscribe("a").await);
+    assert_eq!(sub.status(), SubscriptionStatus::Closed);
+    hub.subscribe("c", strings(&["c"])).await.unwrap_err();
+    tokio::time::timeout(Duration::from_secs(5), hub.shutdown())
+        .await
+        .expect("shutdown returns while Redis is down");
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
