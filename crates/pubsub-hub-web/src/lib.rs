@@ -1,1 +1,62 @@
-//! placeholder
+//! # pubsub_hub_web
+//!
+//! The pubsub-hub dashboard: the guide's demo web server on axum, speaking the guide's HTTP
+//! contract exactly (`/state`, `/publish`, `/subscribe`, `/unsubscribe`, `/reset`), plus a
+//! live push stream (`/events`, server-sent events) and a self-contained page.
+//!
+//! ```no_run
+//! use pubsub_hub_web::{DashboardOptions, run_dashboard, shutdown_signal};
+//!
+//! # async fn demo() -> Result<(), pubsub_hub_web::DashboardError> {
+//! // Binds 127.0.0.1:8103, connects to localhost:6379 (or starts a private redis-server),
+//! // seeds the three default subscribers and serves until Ctrl-C or SIGTERM.
+//! run_dashboard(DashboardOptions::default(), shutdown_signal()).await
+//! # }
+//! ```
+//!
+//! Tests build the app without a socket through [`router`], or serve it on
+//! `127.0.0.1:0` through [`serve`] with any shutdown future.
+//!
+//! # Costs
+//! - One `/state` answer, or one pushed update, costs one Redis round trip
+//!   (`PUBSUB CHANNELS`, `NUMSUB` and `NUMPAT` pipelined), whatever the number of subscribers.
+//! - Pushed updates are built once and shared by every open `/events` stream, at most one
+//!   every [`DashboardSettings::push_interval`], so many open tabs cost no more Redis work
+//!   than one.
+//! - Every answer's size is bounded: at most [`MAX_MESSAGES_PER_SUBSCRIPTION`] messages per
+//!   subscriber, and payloads longer than [`DEFAULT_PAYLOAD_DISPLAY_BYTES`] are cut and marked
+//!   `"truncated": true`.
+//!
+//! # Layout
+//! - [`app`]: [`AppState`] (the hub and the [`DashboardSettings`]), [`router`] (the route
+//!   table, fallbacks and the security headers on every response).
+//! - [`routes`]: the contract's handlers (`/state`, `/publish`, `/subscribe`, `/unsubscribe`,
+//!   `/reset`) and `/healthz`.
+//! - [`state`]: [`build_state`], the `/state` document, with payload truncation.
+//! - [`push`]: `/events`, the coalesced server-sent-event stream that ends at shutdown.
+//! - [`error`]: [`ApiError`], the one error type of the HTTP layer, and [`ApiForm`], the form
+//!   extractor whose rejections use the same `{"error": ...}` body.
+//! - [`assets`]: the page (`index.html`, `app.js`, `style.css`, `favicon.svg`), embedded with
+//!   `include_str!`.
+//! - [`embedded`]: [`EmbeddedRedis`], the private throwaway `redis-server` started when
+//!   nothing answers at the configured address.
+//! - [`server`]: [`DashboardOptions`], [`Dashboard`], [`run_dashboard`], [`serve`],
+//!   [`shutdown_signal`], [`seed_defaults`] and [`DashboardError`].
+
+pub mod app;
+pub mod assets;
+pub mod embedded;
+pub mod error;
+pub mod push;
+pub mod routes;
+pub mod server;
+pub mod state;
+
+pub use app::{AppState, DashboardSettings, router};
+pub use embedded::{EmbeddedError, EmbeddedRedis};
+pub use error::{ApiError, ApiForm};
+pub use server::{
+    DEFAULT_SUBSCRIPTIONS, Dashboard, DashboardError, DashboardOptions, dashboard_hub_config,
+    run_dashboard, seed_defaults, serve, serve_with_state, shutdown_signal,
+};
+pub use state::{DEFAULT_PAYLOAD_DISPLAY_BYTES, MAX_MESSAGES_PER_SUBSCRIPTION, build_state};

@@ -1,0 +1,413 @@
+// pubsub-hub dashboard.
+//
+// Updates arrive as server-sent events (`event: state` on /events). If that stream fails,
+// the page polls /state every 800 ms, as the guide's page does, and keeps trying to get the
+// stream back. Every string from Redis or a user goes into the page through textContent or
+// an attribute: never through innerHTML.
+'use strict';
+
+(() => {
+  const POLL_MS = 800;
+  const RECONNECT_MS = 3000;
+  const $ = (id) => document.getElementById(id);
+
+  // ---- small DOM helpers --------------------------------------------------------------
+
+  /** Creates an element with a class and optional text (set as text, never as HTML). */
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function formatTime(ms) {
+    const d = new Date(ms);
+    const pad = (n, w = 2) => String(n).padStart(w, '0');
+    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+  }
+
+  function formatBytes(n) {
+    if (n < 1024) return `${n} B`;
+    if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+    return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+  }
+
+  const number = new Intl.NumberFormat();
+
+  // ---- connection state ---------------------------------------------------------------
+
+  let source = null;
+  let pollTimer = null;
+  let reconnectTimer = null;
+
+  function setLink(kind, text, title) {
+    const pill = $('link-status');
+    pill.className = `pill pill-${kind}`;
+    pill.textContent = text;
+    pill.title = title;
+  }
+
+  function connect() {
+    if (!('EventSource' in window)) {
+      startPolling();
+      return;
+    }
+    source = new EventSource('/events');
+    source.addEventListener('state', (event) => {
+      stopPolling();
+      setLink('live', 'live', 'Updates are pushed by the server as they happen');
+      try {
+        render(JSON.parse(event.data));
+      } catch (err) {
+        console.error('bad state event', err);
+      }
+    });
+    source.addEventListener('error', () => {
+      setLink('wait', 'polling', 'The push stream is down: polling /state every 800 ms');
+      startPolling();
+      if (source && source.readyState === EventSource.CLOSED) {
+        // The browser gave up on this stream: open a new one later.
+        source = null;
+        clearTimeout(reconnectTimer);
+        reconnectTimer = setTimeout(connect, RECONNECT_MS);
+      }
+    });
+  }
+
+  function startPolling() {
+    if (pollTimer) return;
+    pollTimer = setInterval(refresh, POLL_MS);
+    refresh();
+  }
+
+  function stopPolling() {
+    if (!pollTimer) return;
+    clearInterval(pollTimer);
+    pollTimer = null;
+  }
+
+  async function refresh() {
+    try {
+      const res = await fetch('/state', { cache: 'no-store' });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      render(await res.json());
+      if (pollTimer) setLink('wait', 'polling', 'The push stream is down: polling /state every 800 ms');
+    } catch (err) {
+      setLink('down', 'offline', `The dashboard server does not answer (${err.message})`);
+    }
+  }
+
+  // ---- requests -----------------------------------------------------------------------
+
+  async function post(path, fields) {
+    const res = await fetch(path, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams(fields),
+    });
+    let body = null;
+    try {
+      body = await res.json();
+    } catch (_) {
+      body = null;
+    }
+    if (!res.ok) {
+      throw new Error((body && body.error) || `HTTP ${res.status}`);
+    }
+    return body;
+  }
+
+  let toastTimer = null;
+  function toast(message, kind = 'error') {
+    const box = $('toast');
+    box.textContent = message;
+    box.className = `toast toast-${kind}`;
+    box.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { box.hidden = true; }, 4000);
+  }
+
+  async function withButton(form, action) {
+    const button = form.querySelector('button[type="submit"]');
+    if (button) button.disabled = true;
+    try {
+      await action();
+    } catch (err) {
+      toast(err.message);
+    } finally {
+      if (button) button.disabled = false;
+    }
+  }
+
+  // ---- rendering ----------------------------------------------------------------------
+
+  function render(state) {
+    renderBanner(state.redis);
+    renderSubscriptions(state.subscriptions || []);
+    renderServerView(state);
+    renderStats(state.stats || {});
+  }
+
+  function renderBanner(redis) {
+    const down = redis && redis.available === false;
+    $('redis-banner').hidden = !down;
+    $('redis-error').textContent = down ? `${redis.error || 'no answer'}.` : '';
+  }
+
+  const cards = new Map();
+
+  function renderSubscriptions(subs) {
+    const container = $('subscriptions');
+    const seen = new Set();
+    subs.forEach((sub) => {
+      seen.add(sub.name);
+      let card = cards.get(sub.name);
+      if (!card) {
+        card = createCard(sub.name);
+        cards.set(sub.name, card);
+      }
+      updateCard(card, sub);
+      container.appendChild(card.root); // also keeps the server's (sorted) order
+    });
+    for (const [name, card] of cards) {
+      if (!seen.has(name)) {
+        card.root.remove();
+        cards.delete(name);
+      }
+    }
+    $('sub-count').textContent = subs.length ? String(subs.length) : '';
+    $('no-subscribers').hidden = subs.length > 0;
+  }
+
+  function createCard(name) {
+    const root = el('article', 'card');
+    root.dataset.name = name;
+
+    const head = el('header', 'card-head');
+    const titles = el('div', 'card-titles');
+    const title = el('h3', 'card-title', name);
+    const targets = el('div', 'chips');
+    titles.append(title, targets);
+    const badge = el('span', 'badge');
+    head.append(titles, badge);
+
+    const counters = el('div', 'counters');
+    const received = counter('received');
+    const dropped = counter('dropped');
+    const reconnects = counter('reconnects');
+    counters.append(received.root, dropped.root, reconnects.root);
+
+    const list = el('ol', 'messages');
+    const empty = el('p', 'messages-empty', 'No messages yet.');
+
+    const foot = el('footer', 'card-foot');
+    const unsubscribe = el('button', 'btn btn-small btn-danger', 'Unsubscribe');
+    unsubscribe.type = 'button';
+    unsubscribe.addEventListener('click', async () => {
+      unsubscribe.disabled = true;
+      try {
+        const body = await post('/unsubscribe', { name });
+        render(body.state);
+      } catch (err) {
+        toast(err.message);
+        unsubscribe.disabled = false;
+      }
+    });
+    foot.append(unsubscribe);
+
+    root.append(head, counters, list, empty, foot);
+    return { root, targets, badge, received, dropped, reconnects, list, empty, key: '' };
+  }
+
+  function counter(label) {
+    const root = el('span', 'counter');
+    const value = el('strong', 'counter-value', '0');
+    root.append(value, el('span', 'counter-label', label));
+    return { root, value };
+  }
+
+  function updateCard(card, sub) {
+    const kind = sub.is_pattern ? 'pattern' : 'channel';
+    const targetsKey = `${kind}|${sub.targets.join('\u0000')}`;
+    if (card.targetsKey !== targetsKey) {
+      card.targetsKey = targetsKey;
+      card.targets.replaceChildren(...sub.targets.map((t) => {
+        const chip = el('span', `chip chip-${kind}`, t);
+        chip.title = sub.is_pattern ? `PSUBSCRIBE ${t}` : `SUBSCRIBE ${t}`;
+        return chip;
+      }));
+    }
+
+    const status = (sub.status && sub.status.state) || (sub.alive ? 'live' : 'closed');
+    card.badge.className = `badge badge-${status}`;
+    card.badge.textContent = status;
+    card.badge.title = status === 'reconnecting'
+      ? `Reconnecting (attempt ${sub.status.attempts}): ${sub.status.last_error}`
+      : status === 'live' ? 'Subscribed on a working connection' : 'Closed';
+    card.root.classList.toggle('card-down', status !== 'live');
+
+    card.received.value.textContent = number.format(sub.received_total || 0);
+    card.dropped.value.textContent = number.format(sub.dropped_total || 0);
+    card.reconnects.value.textContent = number.format(sub.reconnects_total || 0);
+    card.dropped.root.classList.toggle('counter-warn', (sub.dropped_total || 0) > 0);
+
+    // Rebuild the list only when its content changed, and keep the reader's scroll position.
+    const messages = sub.messages || [];
+    const key = messages.length
+      ? `${messages.length}|${messages[0].received_at_ms}|${messages[0].channel}|${sub.received_total}`
+      : '';
+    if (card.key !== key) {
+      card.key = key;
+      const scroll = card.list.scrollTop;
+      card.list.replaceChildren(...messages.map(renderMessage));
+      card.list.scrollTop = scroll;
+    }
+    card.empty.hidden = messages.length > 0;
+    card.list.hidden = messages.length === 0;
+  }
+
+  function renderMessage(m) {
+    const item = el('li', 'msg');
+    const meta = el('div', 'msg-meta');
+    meta.append(el('span', 'msg-channel mono', m.channel));
+    if (m.pattern !== null && m.pattern !== undefined) {
+      const via = el('span', 'msg-via');
+      via.append('via pattern ', el('span', 'mono', m.pattern));
+      meta.append(via);
+    }
+    const time = el('time', 'msg-time', formatTime(m.received_at_ms));
+    time.dateTime = new Date(m.received_at_ms).toISOString();
+    meta.append(time);
+    item.append(meta, renderPayload(m));
+    return item;
+  }
+
+  function renderPayload(m) {
+    const box = el('div', 'payload');
+    const p = m.payload;
+    const isEnvelope = !m.truncated && m.encoding === 'json' && p && typeof p === 'object'
+      && !Array.isArray(p) && 'body' in p && 'seq' in p && 'of' in p
+      && Object.keys(p).length === 3;
+
+    if (m.encoding === 'base64') {
+      box.append(el('span', 'tag tag-binary', 'binary · base64'));
+      box.append(el('code', 'payload-text mono', p));
+    } else if (isEnvelope) {
+      const body = typeof p.body === 'string' ? p.body : JSON.stringify(p.body);
+      box.append(el('span', 'payload-text', body));
+      box.append(el('span', 'tag', `${p.seq}/${p.of}`));
+    } else if (m.encoding === 'json' && !m.truncated) {
+      box.append(el('code', 'payload-text mono', JSON.stringify(p)));
+    } else {
+      box.append(el('span', 'payload-text', p));
+    }
+    if (m.truncated) {
+      box.append(el('span', 'tag tag-warn', `truncated · ${formatBytes(m.size)} received`));
+    }
+    return box;
+  }
+
+  function renderServerView(state) {
+    const stats = state.stats || {};
+    $('numpat').textContent = state.redis && state.redis.available === false
+      ? '–' : number.format(stats.pattern_subscriptions || 0);
+
+    const channels = state.active_channels || [];
+    const chips = channels.map((c) => el('span', 'chip chip-channel', c));
+    if (!chips.length) chips.push(el('span', 'muted', 'none'));
+    $('active-channels').replaceChildren(...chips);
+
+    const numsub = Object.entries(state.numsub || {});
+    $('numsub').replaceChildren(...(numsub.length
+      ? numsub.map(([channel, n]) => row(channel, number.format(n)))
+      : [emptyRow('no exact-channel subscribers')]));
+  }
+
+  const STAT_LABELS = [
+    ['published_total', 'published'],
+    ['delivered_total', 'delivered', 'Sum of what Redis returned for each PUBLISH'],
+    ['received_total', 'received', 'Messages this process\u2019s subscribers received'],
+    ['active_subscriptions', 'subscribers'],
+    ['pattern_subscriptions', 'NUMPAT', 'Pattern subscriptions on the whole server'],
+    ['dropped_total', 'dropped', 'Events dropped for consumers that fell behind'],
+    ['reconnects_total', 'reconnects'],
+    ['publish_errors_total', 'publish errors'],
+  ];
+
+  function renderStats(stats) {
+    $('stats').replaceChildren(...STAT_LABELS.map(([key, label, title]) => {
+      const tile = el('div', 'stat');
+      tile.append(el('strong', 'stat-value', number.format(stats[key] || 0)), el('span', 'stat-label', label));
+      if (title) tile.title = title;
+      return tile;
+    }));
+    const perChannel = Object.entries(stats.channel_published || {})
+      .sort((a, b) => b[1] - a[1]);
+    const rows = perChannel.map(([channel, n]) => row(channel, number.format(n)));
+    if (stats.channel_published_other) {
+      rows.push(row('(other channels)', number.format(stats.channel_published_other)));
+    }
+    $('channel-published').replaceChildren(...(rows.length ? rows : [emptyRow('nothing published yet')]));
+  }
+
+  function row(key, value) {
+    const tr = el('tr');
+    tr.append(el('td', 'mono', key), el('td', 'num', value));
+    return tr;
+  }
+
+  function emptyRow(text) {
+    const tr = el('tr');
+    const td = el('td', 'muted', text);
+    td.colSpan = 2;
+    tr.append(td);
+    return tr;
+  }
+
+  // ---- forms --------------------------------------------------------------------------
+
+  function wireForms() {
+    const publishForm = $('publish-form');
+    publishForm.addEventListener('submit', (event) => {
+      event.preventDefault();
+      withButton(publishForm, async () => {
+        const data = new FormData(publishForm);
+        const body = await post('/publish', data);
+        render(body.state);
+        const total = body.delivered.reduce((a, b) => a + b, 0);
+        $('publish-result').textContent =
+          `Published ${body.publishes}\u00d7 to ${body.channel}: Redis delivered to ${total} subscriber connection(s) in total.`;
+      });
+    });
+
+    const subscribeForm = $('subscribe-form');
+    subscribeForm.addEventListener('submit', (event) => {
+      event.preventDefault();
+      withButton(subscribeForm, async () => {
+        const body = await post('/subscribe', new FormData(subscribeForm));
+        render(body);
+        subscribeForm.elements.name.value = '';
+        subscribeForm.elements.target.value = '';
+      });
+    });
+
+    const reset = $('reset');
+    reset.addEventListener('click', async () => {
+      reset.disabled = true;
+      try {
+        render(await post('/reset', {}));
+        $('publish-result').textContent = '';
+        toast('Reset: the three default subscribers are back and the counters are zero.', 'info');
+      } catch (err) {
+        toast(err.message);
+      } finally {
+        reset.disabled = false;
+      }
+    });
+  }
+
+  wireForms();
+  refresh();
+  connect();
+})();

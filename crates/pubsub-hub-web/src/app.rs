@@ -1,0 +1,163 @@
+//! The application: shared state and the route table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::routing::{get, post};
+use pubsub_hub::PubSubHub;
+use tokio_util::sync::CancellationToken;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::push::StateFeed;
+use crate::state::{DEFAULT_PAYLOAD_DISPLAY_BYTES, MAX_MESSAGES_PER_SUBSCRIPTION};
+use crate::{assets, push, routes};
+
+/// Largest accepted request body. A form with a message this size is far beyond a demo's
+/// needs; larger bodies get a 413 `{"error": ...}`.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The Content-Security-Policy sent with every response: only our own script and style,
+/// no inline code, no framing. The page is written for it (external `app.js`, no `on*=`).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// What the dashboard shows and how often it pushes. The defaults are the contract's.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct DashboardSettings {
+    /// Messages per subscriber in `/state` and pushes, newest first
+    /// ([`MAX_MESSAGES_PER_SUBSCRIPTION`]).
+    pub message_limit: usize,
+    /// Payload display bound ([`DEFAULT_PAYLOAD_DISPLAY_BYTES`]); longer ones are cut and
+    /// marked `truncated`.
+    pub payload_display_bytes: usize,
+    /// Least time between two pushed states: a burst of messages becomes one update per
+    /// interval, not one per message.
+    pub push_interval: Duration,
+    /// How often an idle `/events` stream sends a comment, so proxies keep it open.
+    pub keep_alive: Duration,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        DashboardSettings {
+            message_limit: MAX_MESSAGES_PER_SUBSCRIPTION,
+            payload_display_bytes: DEFAULT_PAYLOAD_DISPLAY_BYTES,
+            push_interval: Duration::from_millis(100),
+            keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+impl DashboardSettings {
+    /// Sets the payload display bound.
+    pub fn with_payload_display_bytes(mut self, n: usize) -> Self {
+        self.payload_display_bytes = n;
+        self
+    }
+
+    /// Sets the least time between two pushed states.
+    pub fn with_push_interval(mut self, d: Duration) -> Self {
+        self.push_interval = d;
+        self
+    }
+
+    /// Sets the keep-alive interval of `/events`.
+    pub fn with_keep_alive(mut self, d: Duration) -> Self {
+        self.keep_alive = d;
+        self
+    }
+}
+
+/// Shared by every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The hub every route works on.
+    pub hub: PubSubHub,
+    /// Display and push settings.
+    pub settings: Arc<DashboardSettings>,
+    /// Cancelled at shutdown; every `/events` stream ends on it, so open streams never hold
+    /// up a graceful shutdown (axum issue #2673).
+    pub shutdown: CancellationToken,
+    /// The one producer of pushed states, shared by all `/events` streams.
+    pub(crate) feed: Arc<StateFeed>,
+}
+
+impl AppState {
+    /// State for `hub` with the default settings.
+    pub fn new(hub: PubSubHub) -> Self {
+        Self::with_settings(hub, DashboardSettings::default())
+    }
+
+    /// State for `hub` with `settings`.
+    pub fn with_settings(hub: PubSubHub, settings: DashboardSettings) -> Self {
+        AppState {
+            hub,
+            settings: Arc::new(settings),
+            shutdown: CancellationToken::new(),
+            feed: Arc::new(StateFeed::new()),
+        }
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("hub", &self.hub)
+            .field("settings", &self.settings)
+            .field("shutting_down", &self.shutdown.is_cancelled())
+            .finish()
+    }
+}
+
+/// The whole dashboard as a `Router`: the page and its assets, the contract's routes,
+/// `/events` and `/healthz`, JSON 404 / 405 answers, a body limit and the security headers.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/app.js", get(assets::script))
+        .route("/style.css", get(assets::style))
+        .route("/favicon.svg", get(assets::favicon))
+        .route("/state", get(routes::state))
+        .route("/publish", post(routes::publish))
+        .route("/subscribe", post(routes::subscribe))
+        .route("/unsubscribe", post(routes::unsubscribe))
+        .route("/reset", post(routes::reset))
+        .route("/events", get(push::events))
+        .route("/healthz", get(routes::healthz))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .layer(header_layer(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(header_layer(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(header_layer(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(header_layer(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        // API answers are live data; the assets and the SSE stream set their own.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .with_state(state)
+}
+
+fn header_layer(name: HeaderName, value: HeaderValue) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::overriding(name, value)
+}

@@ -1,0 +1,517 @@
+//! Running the dashboard: connect (or start a private Redis), seed, serve, shut down.
+//!
+//! [`serve`] is the core: the caller owns the listener and the shutdown future, so a test
+//! passes `127.0.0.1:0` and any future. [`run_dashboard`] is what the binary calls: it adds
+//! the Redis connection with the embedded fallback, the seeding and the start-up lines.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pubsub_hub::{HubConfig, HubError, PubSubHub, TargetKind};
+use redis::ConnectionAddr;
+use tokio::net::TcpListener;
+
+use crate::app::{AppState, router};
+use crate::embedded::{EmbeddedError, EmbeddedRedis};
+
+/// The three subscribers every fresh dashboard (and every reset) starts with:
+/// name, kind, target.
+pub const DEFAULT_SUBSCRIPTIONS: [(&str, TargetKind, &str); 3] = [
+    ("orders-listener", TargetKind::Channel, "orders:new"),
+    ("billing-listener", TargetKind::Channel, "billing:invoice"),
+    ("all-notifications", TargetKind::Pattern, "notifications:*"),
+];
+
+/// Bound on every Redis command of the dashboard's hub: lower than the library's default so
+/// that `/state` answers within about a second when Redis is down.
+pub const DASHBOARD_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Most subscribers the dashboard holds; keeps one `/state` answer's size bounded.
+pub const DASHBOARD_MAX_SUBSCRIPTIONS: usize = 256;
+
+/// After the shutdown signal, how long open requests get to finish before the server stops
+/// anyway (streams end at once; this only bounds a request stuck on a stalled Redis).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// How long the start-up check waits for a TCP answer from the configured Redis.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where to listen and which Redis to use. The defaults are the guide's.
+#[derive(Clone, Debug)]
+pub struct DashboardOptions {
+    /// HTTP bind host (`127.0.0.1`).
+    pub host: String,
+    /// HTTP bind port (`8103`; `0` picks a free one, and the start-up line shows it).
+    pub port: u16,
+    /// Redis host (`localhost`).
+    pub redis_host: String,
+    /// Redis port (`6379`).
+    pub redis_port: u16,
+    /// A full `redis://` URL; when set it overrides `redis_host` and `redis_port`. Its
+    /// password is never printed.
+    pub redis_url: Option<String>,
+    /// Start a private `redis-server` when nothing answers at the configured address
+    /// (default `true`).
+    pub embedded_fallback: bool,
+}
+
+impl Default for DashboardOptions {
+    fn default() -> Self {
+        DashboardOptions {
+            host: "127.0.0.1".into(),
+            port: 8103,
+            redis_host: "localhost".into(),
+            redis_port: 6379,
+            redis_url: None,
+            embedded_fallback: true,
+        }
+    }
+}
+
+/// Why the dashboard could not start or run. Displays as one line that says what to do.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DashboardError {
+    /// The Redis URL does not parse (shown with its password masked).
+    InvalidRedisUrl {
+        /// The URL, password masked.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Nothing answers at the Redis address, and no private server could be used.
+    RedisUnreachable {
+        /// `host:port` as configured.
+        addr: String,
+        /// Why there is no private server: `NotInstalled`, or `None` when the fallback
+        /// is switched off.
+        fallback: Option<EmbeddedError>,
+    },
+    /// Something answers at the address but the hub cannot use it (not Redis, auth, ...).
+    Redis {
+        /// `host:port`.
+        addr: String,
+        /// The library's error.
+        source: HubError,
+    },
+    /// The HTTP address cannot be bound.
+    Bind {
+        /// `host:port` as asked.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The default subscriptions could not be created.
+    Seed(HubError),
+    /// The HTTP server failed while running.
+    Serve(std::io::Error),
+}
+
+impl fmt::Display for DashboardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DashboardError::InvalidRedisUrl { url, reason } => {
+                write!(f, "invalid Redis URL {url}: {reason}")
+            }
+            DashboardError::RedisUnreachable { addr, fallback } => match fallback {
+                None => write!(
+                    f,
+                    "cannot reach Redis at {addr}: start Redis there or pass --redis-host/--redis-port"
+                ),
+                Some(EmbeddedError::NotInstalled) => write!(
+                    f,
+                    "cannot reach Redis at {addr} and redis-server is not on PATH: install it \
+                     (apt-get install redis-server) or pass --redis-host/--redis-port"
+                ),
+                Some(e) => write!(
+                    f,
+                    "cannot reach Redis at {addr}, and {e}; pass --redis-host/--redis-port to use another Redis"
+                ),
+            },
+            DashboardError::Redis { addr, source } => {
+                write!(f, "Redis at {addr} answered, but cannot be used: {source}")
+            }
+            DashboardError::Bind { addr, source } => {
+                write!(
+                    f,
+                    "cannot listen on {addr}: {source} (pass --host/--port to choose another)"
+                )
+            }
+            DashboardError::Seed(e) => {
+                write!(f, "cannot create the default subscriptions: {e}")
+            }
+            DashboardError::Serve(e) => write!(f, "the HTTP server failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DashboardError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DashboardError::Redis { source, .. } | DashboardError::Seed(source) => Some(source),
+            DashboardError::Bind { source, .. } | DashboardError::Serve(source) => Some(source),
+            DashboardError::RedisUnreachable {
+                fallback: Some(e), ..
+            } => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The hub configuration the dashboard uses: the library's defaults with
+/// [`DASHBOARD_COMMAND_TIMEOUT`] and [`DASHBOARD_MAX_SUBSCRIPTIONS`].
+pub fn dashboard_hub_config() -> HubConfig {
+    HubConfig::default()
+        .with_command_timeout(DASHBOARD_COMMAND_TIMEOUT)
+        .with_connect_timeout(DASHBOARD_COMMAND_TIMEOUT)
+        .with_max_subscriptions(DASHBOARD_MAX_SUBSCRIPTIONS)
+}
+
+/// Creates the [`DEFAULT_SUBSCRIPTIONS`]. Stops at the first failure.
+pub async fn seed_defaults(hub: &PubSubHub) -> Result<(), HubError> {
+    for (name, kind, target) in DEFAULT_SUBSCRIPTIONS {
+        hub.subscribe_kind(name, kind, vec![target.to_owned()])
+            .await?;
+    }
+    Ok(())
+}
+
+/// A dashboard that is connected, seeded and bound, but not yet serving.
+///
+/// [`run_dashboard`] is `start`, print [`Dashboard::startup_lines`], `run`. Tests use the
+/// steps to learn the bound address and the Redis in use.
+pub struct Dashboard {
+    listener: TcpListener,
+    hub: PubSubHub,
+    /// Kept alive while serving; dropping it (after the hub is shut down) kills the process.
+    embedded: Option<EmbeddedRedis>,
+    startup_lines: Vec<String>,
+}
+
+impl Dashboard {
+    /// Connects to Redis (starting a private one when nothing answers and
+    /// [`DashboardOptions::embedded_fallback`] is on), binds the HTTP address and seeds the
+    /// default subscribers.
+    pub async fn start(opts: DashboardOptions) -> Result<Self, DashboardError> {
+        let url = match &opts.redis_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "redis://{}:{}/",
+                bracket_ipv6(&opts.redis_host),
+                opts.redis_port
+            ),
+        };
+        let client =
+            redis::Client::open(url.as_str()).map_err(|e| DashboardError::InvalidRedisUrl {
+                url: mask_password(&url),
+                reason: e.to_string(),
+            })?;
+        let configured = display_addr(client.get_connection_info().addr());
+
+        let mut notes = Vec::new();
+        let (client, embedded, redis_addr) = if answers(client.get_connection_info().addr()).await {
+            (client, None, configured)
+        } else if !opts.embedded_fallback {
+            return Err(DashboardError::RedisUnreachable {
+                addr: configured,
+                fallback: None,
+            });
+        } else {
+            let server = tokio::task::spawn_blocking(EmbeddedRedis::start)
+                .await
+                .unwrap_or_else(|e| Err(EmbeddedError::Failed(e.to_string())))
+                .map_err(|e| DashboardError::RedisUnreachable {
+                    addr: configured.clone(),
+                    fallback: Some(e),
+                })?;
+            notes.push(format!(
+                "No Redis answered at {configured}, so a private throwaway redis-server was \
+                 started on 127.0.0.1:{} (it saves nothing and stops with this server)",
+                server.port()
+            ));
+            let client =
+                redis::Client::open(server.url()).map_err(|e| DashboardError::InvalidRedisUrl {
+                    url: server.url(),
+                    reason: e.to_string(),
+                })?;
+            let addr = format!("127.0.0.1:{}", server.port());
+            (client, Some(server), addr)
+        };
+
+        let hub = PubSubHub::with_config(client, dashboard_hub_config())
+            .await
+            .map_err(|source| DashboardError::Redis {
+                addr: redis_addr.clone(),
+                source,
+            })?;
+        let bind = format!("{}:{}", bracket_ipv6(&opts.host), opts.port);
+        let listener = match TcpListener::bind((opts.host.as_str(), opts.port)).await {
+            Ok(listener) => listener,
+            Err(source) => {
+                hub.shutdown().await;
+                return Err(DashboardError::Bind { addr: bind, source });
+            }
+        };
+        let port = listener
+            .local_addr()
+            .map_err(|source| DashboardError::Bind {
+                addr: bind.clone(),
+                source,
+            })?
+            .port();
+        if let Err(e) = seed_defaults(&hub).await {
+            hub.shutdown().await;
+            return Err(DashboardError::Seed(e));
+        }
+
+        notes.push(format!(
+            "Redis pub/sub demo server listening on http://{}:{port}",
+            bracket_ipv6(&opts.host)
+        ));
+        notes.push(format!("Using Redis at {redis_addr}"));
+        notes.push(format!(
+            "Seeded {} default subscription(s)",
+            DEFAULT_SUBSCRIPTIONS.len()
+        ));
+        Ok(Dashboard {
+            listener,
+            hub,
+            embedded,
+            startup_lines: notes,
+        })
+    }
+
+    /// The lines to print at start-up: the embedded-server note if there is one, then the
+    /// guide's three lines.
+    pub fn startup_lines(&self) -> &[String] {
+        &self.startup_lines
+    }
+
+    /// The bound HTTP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The hub in use.
+    pub fn hub(&self) -> &PubSubHub {
+        &self.hub
+    }
+
+    /// The private Redis, when the fallback was used.
+    pub fn embedded_redis(&self) -> Option<&EmbeddedRedis> {
+        self.embedded.as_ref()
+    }
+
+    /// Serves until `shutdown` resolves, then closes every subscription and connection of
+    /// the hub, then stops the private Redis if there is one.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), DashboardError> {
+        let Dashboard {
+            listener,
+            hub,
+            embedded,
+            ..
+        } = self;
+        let served = serve(listener, hub.clone(), shutdown).await;
+        hub.shutdown().await;
+        drop(embedded);
+        served.map_err(DashboardError::Serve)
+    }
+}
+
+impl fmt::Debug for Dashboard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dashboard")
+            .field("local_addr", &self.listener.local_addr().ok())
+            .field("embedded", &self.embedded)
+            .finish()
+    }
+}
+
+/// Connects (or starts the embedded fallback), seeds the three defaults, prints the start-up
+/// lines, serves until `shutdown` resolves, then closes every subscription
+/// (`hub.shutdown()`) before returning.
+pub async fn run_dashboard(
+    opts: DashboardOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DashboardError> {
+    let dashboard = Dashboard::start(opts).await?;
+    for line in dashboard.startup_lines() {
+        println!("{line}");
+    }
+    dashboard.run(shutdown).await
+}
+
+/// Serves the dashboard for `hub` on `listener` until `shutdown` resolves.
+///
+/// The hub stays the caller's: it is not shut down here.
+pub async fn serve(
+    listener: TcpListener,
+    hub: PubSubHub,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with_state(listener, AppState::new(hub), shutdown).await
+}
+
+/// [`serve`] with a prepared [`AppState`] (custom settings). Cancels `state.shutdown` when
+/// `shutdown` resolves, which ends every `/events` stream; then waits up to
+/// [`SHUTDOWN_GRACE`] for requests in flight.
+pub async fn serve_with_state(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let token = state.shutdown.clone();
+    let signalled = token.clone();
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            signalled.cancel();
+        })
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result,
+        _ = async {
+            token.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still open after the grace period; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No handler could be installed: never resolve rather than stop at once.
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+/// True when something accepts a connection at `addr` within [`PROBE_TIMEOUT`].
+async fn answers(addr: &ConnectionAddr) -> bool {
+    let connect = async {
+        match addr {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .is_ok()
+            }
+            #[cfg(unix)]
+            ConnectionAddr::Unix(path) => tokio::net::UnixStream::connect(path).await.is_ok(),
+            // Unknown kinds of address: let the hub try and report.
+            _ => true,
+        }
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, connect)
+        .await
+        .unwrap_or(false)
+}
+
+/// `host:port` (IPv6 in brackets), or the socket path; never credentials.
+fn display_addr(addr: &ConnectionAddr) -> String {
+    match addr {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("{}:{port}", bracket_ipv6(host))
+        }
+        ConnectionAddr::Unix(path) => format!("unix:{}", path.display()),
+        other => format!("{other:?}"),
+    }
+}
+
+fn bracket_ipv6(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// The URL with any password replaced by `***`.
+fn mask_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let masked = match userinfo.find(':') {
+        Some(colon) => format!("{}:***", &userinfo[..colon]),
+        // `redis://secret@host` puts the password where the user would be.
+        None if !userinfo.is_empty() => "***".to_owned(),
+        None => String::new(),
+    };
+    format!("{}{masked}{}", &url[..scheme_end + 3], &rest[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_password("redis://user:s3cret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(mask_password("redis://:s3cret@host"), "redis://:***@host");
+        assert_eq!(mask_password("redis://s3cret@host/"), "redis://***@host/");
+        assert_eq!(mask_password("redis://host:6379/"), "redis://host:6379/");
+        assert_eq!(mask_password("not a url"), "not a url");
+    }
+
+    #[test]
+    fn addresses_display_without_credentials() {
+        let client = redis::Client::open("redis://u:pw@example.invalid:6380/").unwrap();
+        assert_eq!(
+            display_addr(client.get_connection_info().addr()),
+            "example.invalid:6380"
+        );
+        assert_eq!(bracket_ipv6("::1"), "[::1]");
+        assert_eq!(bracket_ipv6("localhost"), "localhost");
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        let e = DashboardError::RedisUnreachable {
+            addr: "localhost:6379".into(),
+            fallback: Some(EmbeddedError::NotInstalled),
+        };
+        let text = e.to_string();
+        assert_eq!(
+            text,
+            "cannot reach Redis at localhost:6379 and redis-server is not on PATH: install it \
+             (apt-get install redis-server) or pass --redis-host/--redis-port"
+        );
+        assert!(!text.contains('\n'));
+    }
+}

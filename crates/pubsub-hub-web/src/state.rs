@@ -1,0 +1,187 @@
+//! The `/state` document: what the page shows, built with one Redis round trip.
+//!
+//! The contract's fields come first (`subscriptions`, `active_channels`, `numsub`, `stats`);
+//! everything else is additive, so a client of the guide's server cannot notice it:
+//! per subscriber `kind`, `status`, `dropped_total`, `reconnects_total`; per message
+//! `encoding`, `size`, `truncated`; in `stats` the library's extra counters; and at the top
+//! `redis` (is Redis answering?) and `version` (the hub's change counter).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pubsub_hub::{HubError, Payload, PayloadEncoding, PubSubHub, ReceivedMessage, Subscription};
+use serde_json::{Value, json};
+
+use crate::app::DashboardSettings;
+
+/// Messages shown per subscriber, newest first (the contract's 15).
+pub const MAX_MESSAGES_PER_SUBSCRIPTION: usize = 15;
+
+/// Payloads longer than this (bytes of text, or characters of base64) are cut for display
+/// and marked `"truncated": true`, so that one answer's size stays bounded.
+pub const DEFAULT_PAYLOAD_DISPLAY_BYTES: usize = 2048;
+
+/// Builds the `/state` document.
+///
+/// Asks Redis once (`PUBSUB CHANNELS *`, `NUMSUB` for every exact channel a local subscriber
+/// targets, `NUMPAT`, pipelined). When Redis does not answer within the hub's command
+/// timeout, the local part is still returned, with empty server-side fields and
+/// `"redis": {"available": false, "error": ...}`: the page keeps working and says why.
+pub async fn build_state(hub: &PubSubHub, settings: &DashboardSettings) -> Value {
+    let version = hub.version();
+    let subs = hub.subscriptions();
+    let exact_channels: Vec<String> = subs
+        .iter()
+        .filter(|s| !s.is_pattern())
+        .flat_map(|s| s.targets().iter().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+
+    let introspection = hub.introspect("*", &exact_channels).await;
+    let mut stats = hub.local_stats();
+    let (active_channels, numsub, redis) = match introspection {
+        Ok(found) => {
+            stats.pattern_subscriptions = found.numpat;
+            (
+                found.active_channels,
+                found.numsub,
+                json!({ "available": true }),
+            )
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "PUBSUB introspection failed");
+            (
+                Vec::new(),
+                BTreeMap::new(),
+                json!({ "available": false, "error": redis_problem(&e) }),
+            )
+        }
+    };
+
+    let subscriptions: Vec<Value> = subs
+        .iter()
+        .map(|s| subscription_json(s, settings))
+        .collect();
+
+    json!({
+        "subscriptions": subscriptions,
+        "active_channels": active_channels,
+        "numsub": numsub,
+        "stats": stats,
+        "redis": redis,
+        "version": version,
+    })
+}
+
+/// A short, secret-free sentence about why Redis did not answer.
+fn redis_problem(e: &HubError) -> String {
+    if e.is_timeout() {
+        "Redis did not answer in time".into()
+    } else if e.is_closed() {
+        "the dashboard is shutting down".into()
+    } else {
+        "cannot reach Redis".into()
+    }
+}
+
+/// One subscriber as the page shows it: the library's view with the messages truncated.
+fn subscription_json(sub: &Subscription, settings: &DashboardSettings) -> Value {
+    let mut value = sub.to_json(0);
+    let messages: Vec<Value> = sub
+        .messages(Some(settings.message_limit))
+        .iter()
+        .map(|m| message_json(m, settings.payload_display_bytes))
+        .collect();
+    value["messages"] = Value::Array(messages);
+    value
+}
+
+/// One message: the contract's `channel`, `pattern`, `payload`, `received_at_ms`, plus
+/// `encoding`, `size` (bytes as received) and `truncated`.
+pub(crate) fn message_json(m: &ReceivedMessage, limit: usize) -> Value {
+    let (payload, truncated) = display_payload(&m.payload, limit);
+    json!({
+        "channel": m.channel,
+        "pattern": m.pattern,
+        "payload": payload,
+        "encoding": m.payload.encoding(),
+        "received_at_ms": m.received_at_ms,
+        "size": m.payload.len(),
+        "truncated": truncated,
+    })
+}
+
+/// The payload's JSON view, or, when it is longer than `limit`, the start of its text (or of
+/// its base64) as a string.
+fn display_payload(payload: &Payload, limit: usize) -> (Value, bool) {
+    let shown = match payload.encoding() {
+        PayloadEncoding::Base64 => payload.json().as_str().unwrap_or_default(),
+        _ => payload.as_str().unwrap_or_default(),
+    };
+    if shown.len() <= limit {
+        (payload.json().clone(), false)
+    } else {
+        (
+            Value::String(cut_at_char_boundary(shown, limit).to_owned()),
+            true,
+        )
+    }
+}
+
+/// The longest prefix of `s` that is at most `max` bytes and ends on a character boundary.
+fn cut_at_char_boundary(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(bytes: &[u8]) -> ReceivedMessage {
+        ReceivedMessage::new("c".into(), None, Payload::from_bytes(bytes.to_vec()))
+    }
+
+    #[test]
+    fn short_payloads_are_shown_whole() {
+        let v = message_json(&message(br#"{"body":"hi","seq":1,"of":1}"#), 64);
+        assert_eq!(v["payload"], json!({"body": "hi", "seq": 1, "of": 1}));
+        assert_eq!(v["encoding"], "json");
+        assert_eq!(v["truncated"], false);
+        assert_eq!(v["size"], 28);
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_character_boundary() {
+        let text = "é".repeat(100); // 200 bytes
+        let v = message_json(&message(text.as_bytes()), 51);
+        assert_eq!(v["truncated"], true);
+        assert_eq!(v["size"], 200);
+        assert_eq!(v["payload"].as_str().unwrap(), "é".repeat(25));
+        assert_eq!(v["encoding"], "text");
+    }
+
+    #[test]
+    fn long_json_becomes_a_text_preview() {
+        let body = format!(r#"{{"body":"{}"}}"#, "x".repeat(100));
+        let v = message_json(&message(body.as_bytes()), 20);
+        assert_eq!(v["payload"], json!(&body[..20]));
+        assert_eq!(v["encoding"], "json");
+        assert_eq!(v["truncated"], true);
+    }
+
+    #[test]
+    fn long_binary_keeps_a_base64_prefix() {
+        let v = message_json(&message(&[0xff; 300]), 40);
+        assert_eq!(v["encoding"], "base64");
+        assert_eq!(v["truncated"], true);
+        assert_eq!(v["payload"].as_str().unwrap().len(), 40);
+        assert_eq!(v["size"], 300);
+    }
+}
