@@ -3,7 +3,7 @@
 // Updates arrive as server-sent events (`event: state` on /events). If that stream fails,
 // the page polls /state every 800 ms, as the guide's page does, and keeps trying to get the
 // stream back. Every string from Redis or a user goes into the page through textContent or
-// an attribute: never through innerHTML.
+// an attribute: nothing is ever parsed as HTML.
 'use strict';
 
 (() => {
