@@ -160,7 +160,7 @@
   function renderSubscriptions(subs) {
     const container = $('subscriptions');
     const seen = new Set();
-    subs.forEach((sub) => {
+    subs.forEach((sub, index) => {
       seen.add(sub.name);
       let card = cards.get(sub.name);
       if (!card) {
@@ -168,7 +168,10 @@
         cards.set(sub.name, card);
       }
       updateCard(card, sub);
-      container.appendChild(card.root); // also keeps the server's (sorted) order
+      // Keep the server's (sorted) order, moving a card only when it is out of place:
+      // re-inserting an element restarts its animations.
+      const at = container.children[index] || null;
+      if (at !== card.root) container.insertBefore(card.root, at);
     });
     for (const [name, card] of cards) {
       if (!seen.has(name)) {
@@ -270,15 +273,16 @@
   function renderMessage(m) {
     const item = el('li', 'msg');
     const meta = el('div', 'msg-meta');
-    meta.append(el('span', 'msg-channel mono', m.channel));
+    const where = el('span', 'msg-where');
+    where.append(el('span', 'msg-channel mono', m.channel));
     if (m.pattern !== null && m.pattern !== undefined) {
       const via = el('span', 'msg-via');
       via.append('via pattern ', el('span', 'mono', m.pattern));
-      meta.append(via);
+      where.append(via);
     }
     const time = el('time', 'msg-time', formatTime(m.received_at_ms));
     time.dateTime = new Date(m.received_at_ms).toISOString();
-    meta.append(time);
+    meta.append(where, time);
     item.append(meta, renderPayload(m));
     return item;
   }

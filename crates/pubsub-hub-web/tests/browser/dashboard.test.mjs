@@ -1,0 +1,209 @@
+// Drives the dashboard in Debian's headless Chromium through playwright-core.
+//
+//   node dashboard.test.mjs <dashboard-url> <artifact-dir>
+//
+// Run by tests/browser.rs, which starts a private Redis and the dashboard first. Prints one
+// "ok - ..." line per step; on failure prints the error, saves failure.png and exits 1.
+
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const [url, artifacts] = process.argv.slice(2);
+if (!url || !artifacts) {
+  console.error('usage: node dashboard.test.mjs <dashboard-url> <artifact-dir>');
+  process.exit(2);
+}
+mkdirSync(artifacts, { recursive: true });
+
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const STEP_TIMEOUT = 5000;
+const XSS_IMG = '<img src=x onerror=alert(1)>';
+const XSS_SCRIPT = '<script>window.__xss=1</script>';
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update'],
+});
+
+let page;
+const problems = [];
+
+function step(name) {
+  console.log(`ok - ${name}`);
+}
+
+/** Watches a page for anything that must never happen: dialogs, script errors, CSP hits. */
+function watch(p) {
+  p.on('dialog', async (dialog) => {
+    problems.push(`dialog fired: ${dialog.type()} ${JSON.stringify(dialog.message())}`);
+    await dialog.dismiss().catch(() => {});
+  });
+  p.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  p.on('console', (msg) => {
+    if (msg.type() === 'error' && !/Failed to load resource|net::ERR_FAILED/.test(msg.text())) {
+      problems.push(`console error: ${msg.text()}`);
+    }
+  });
+}
+
+const card = (name) => page.locator('.card').filter({
+  has: page.locator('.card-title', { hasText: new RegExp(`^${escapeRegExp(name)}$`) }),
+});
+
+function escapeRegExp(s) {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+async function publish(channel, message, count = 1) {
+  const form = page.locator('#publish-form');
+  await form.locator('input[name="channel"]').fill(channel);
+  await form.locator('textarea[name="message"]').fill(message);
+  await form.locator('input[name="count"]').fill(String(count));
+  await page.locator('#publish-result').evaluate((el) => { el.textContent = ''; });
+  await form.locator('button[type="submit"]').click();
+  await page.locator('#publish-result', { hasText: `to ${channel}:` }).waitFor({ timeout: STEP_TIMEOUT });
+}
+
+async function subscribe(name, kind, targets) {
+  const form = page.locator('#subscribe-form');
+  await form.locator('input[name="name"]').fill(name);
+  await form.locator('.segmented label', { hasText: kind === 'pattern' ? 'Pattern' : 'Channel' }).click();
+  await form.locator('input[name="target"]').fill(targets);
+  await form.locator('button[type="submit"]').click();
+  await card(name).waitFor({ timeout: STEP_TIMEOUT });
+}
+
+async function messageIn(name, text) {
+  const item = card(name).locator('.msg', { hasText: text }).first();
+  await item.waitFor({ timeout: STEP_TIMEOUT });
+  return item;
+}
+
+try {
+  const context = await browser.newContext({ viewport: { width: 1440, height: 1000 }, deviceScaleFactor: 1 });
+  page = await context.newPage();
+  watch(page);
+
+  // -- the page loads, gets the seeded state and the live stream --------------------------
+  await page.goto(url, { waitUntil: 'domcontentloaded' });
+  for (const name of ['orders-listener', 'billing-listener', 'all-notifications']) {
+    await card(name).waitFor({ timeout: STEP_TIMEOUT });
+  }
+  await page.locator('#link-status', { hasText: 'live' }).waitFor({ timeout: STEP_TIMEOUT });
+  assert.equal(await page.locator('.card').count(), 3);
+  assert.equal(await card('all-notifications').locator('.chip-pattern').textContent(), 'notifications:*');
+  assert.equal(await card('orders-listener').locator('.badge').textContent(), 'live');
+  assert.equal(await page.locator('#redis-banner').isVisible(), false);
+  assert.equal(await page.locator('#numpat').textContent(), '1');
+  step('page loads with the three seeded subscribers, live push and the PUBSUB view');
+
+  // -- publish through the form; the card updates without a reload -----------------------
+  await page.evaluate(() => { window.__sameDocument = true; });
+  await publish('orders:new', 'hello from the browser', 2);
+  const first = await messageIn('orders-listener', 'hello from the browser');
+  assert.match(await first.textContent(), /2\/2/);
+  await page.waitForFunction(
+    () => document.querySelectorAll('.card[data-name="orders-listener"] .msg').length === 2,
+    null, { timeout: STEP_TIMEOUT });
+  assert.equal(await card('orders-listener').locator('.counter-value').first().textContent(), '2');
+  assert.equal(await page.evaluate(() => window.__sameDocument), true, 'no reload happened');
+  step('publish through the form shows up in the orders-listener card without a reload');
+
+  // -- a pattern subscriber, and the "via pattern" marker ----------------------------------
+  await subscribe('browser-pattern', 'pattern', 'orders:*, audit:*');
+  const chips = await card('browser-pattern').locator('.chip-pattern').allTextContents();
+  assert.deepEqual(chips, ['orders:*', 'audit:*']);
+  await page.locator('#numpat', { hasText: '3' }).waitFor({ timeout: STEP_TIMEOUT });
+  await publish('orders:new', 'seen twice');
+  const via = await messageIn('browser-pattern', 'seen twice');
+  assert.match(await via.textContent(), /via pattern orders:\*/);
+  const exact = await messageIn('orders-listener', 'seen twice');
+  assert.doesNotMatch(await exact.textContent(), /via pattern/);
+  step('pattern subscriber added; a message matching exact and pattern shows in both, marked "via pattern"');
+
+  // -- unsubscribe -------------------------------------------------------------------------
+  await card('browser-pattern').locator('button', { hasText: 'Unsubscribe' }).click();
+  await card('browser-pattern').waitFor({ state: 'detached', timeout: STEP_TIMEOUT });
+  await page.locator('#numpat', { hasText: '1' }).waitFor({ timeout: STEP_TIMEOUT });
+  step('unsubscribe removes the card and the pattern subscription');
+
+  // -- reset -------------------------------------------------------------------------------
+  await subscribe('temporary', 'channel', 'temp:one');
+  await page.locator('#reset').click();
+  await card('temporary').waitFor({ state: 'detached', timeout: STEP_TIMEOUT });
+  await card('orders-listener').locator('.messages-empty').waitFor({ timeout: STEP_TIMEOUT });
+  assert.equal(await page.locator('.card').count(), 3);
+  assert.equal(await card('orders-listener').locator('.counter-value').first().textContent(), '0');
+  step('reset drops extra subscribers, clears messages and reseeds the three defaults');
+
+  // -- errors from the server are shown, not swallowed -------------------------------------
+  const subscribeForm = page.locator('#subscribe-form');
+  await subscribeForm.locator('input[name="name"]').fill('orders-listener');
+  await subscribeForm.locator('input[name="target"]').fill('x');
+  await subscribeForm.locator('button[type="submit"]').click();
+  await page.locator('#toast', { hasText: 'already exists' }).waitFor({ timeout: STEP_TIMEOUT });
+  step('a duplicate name shows the server\'s error message');
+
+  // -- a representative screenshot ---------------------------------------------------------
+  await subscribe('audit-log', 'pattern', 'orders:*, billing:*');
+  await publish('orders:new', '{"order_id": 42, "total": 199.0}', 3);
+  await publish('billing:invoice', 'Invoice INV-1007 issued to ACME Corp');
+  await publish('notifications:billing', 'Payment received for INV-1007');
+  await messageIn('all-notifications', 'Payment received');
+  await messageIn('audit-log', 'INV-1007 issued');
+  await page.locator('#toast').evaluate((el) => { el.hidden = true; });
+  await page.mouse.move(0, 0);
+  await page.screenshot({ path: join(artifacts, 'dashboard.png'), fullPage: true, animations: 'disabled' });
+  step(`screenshot saved to ${join(artifacts, 'dashboard.png')}`);
+
+  // -- hostile strings are text --------------------------------------------------------------
+  const hostile = `${XSS_SCRIPT}${XSS_IMG}`;
+  await subscribe(`xss ${XSS_IMG}`, 'channel', XSS_IMG);
+  await publish(XSS_IMG, hostile);
+  const shown = await messageIn(`xss ${XSS_IMG}`, XSS_SCRIPT);
+  assert.equal(await shown.locator('.msg-channel').textContent(), XSS_IMG);
+  assert.equal(await shown.locator('.payload-text').textContent(), hostile);
+  assert.equal(await card(`xss ${XSS_IMG}`).locator('.chip').textContent(), XSS_IMG);
+  await page.locator('#numsub td', { hasText: XSS_IMG }).first().waitFor({ timeout: STEP_TIMEOUT });
+  const injected = await page.evaluate(() => ({
+    xss: typeof window.__xss,
+    images: document.querySelectorAll('main img, #subscriptions img').length,
+    scripts: [...document.scripts].map((s) => s.getAttribute('src')),
+  }));
+  assert.equal(injected.xss, 'undefined', 'window.__xss was never set');
+  assert.equal(injected.images, 0, 'no <img> element was created from data');
+  assert.deepEqual(injected.scripts, ['/app.js'], 'no script element was created from data');
+  await page.screenshot({ path: join(artifacts, 'dashboard-xss.png'), fullPage: true, animations: 'disabled' });
+  step('a channel, a name and a message with <img onerror> and <script> are shown as text; nothing runs');
+
+  // -- without the push stream the page polls -----------------------------------------------
+  const polling = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const pollPage = await polling.newPage();
+  watch(pollPage);
+  await pollPage.route('**/events', (route) => route.abort());
+  await pollPage.goto(url, { waitUntil: 'domcontentloaded' });
+  await pollPage.locator('#link-status', { hasText: 'polling' }).waitFor({ timeout: STEP_TIMEOUT });
+  await page.bringToFront();
+  await publish('orders:new', 'delivered by polling');
+  await pollPage.locator('.card[data-name="orders-listener"] .msg', { hasText: 'delivered by polling' })
+    .first().waitFor({ timeout: STEP_TIMEOUT });
+  await polling.close();
+  step('with /events blocked the page falls back to polling /state and still updates');
+
+  assert.deepEqual(problems, [], 'no dialogs, page errors or console errors');
+  step('no dialog, page error or console error at any point');
+  await browser.close();
+  console.log('browser test passed');
+} catch (err) {
+  console.error(`not ok - ${err.stack || err}`);
+  if (problems.length) console.error(`also seen:\n  ${problems.join('\n  ')}`);
+  if (page) {
+    await page.screenshot({ path: join(artifacts, 'failure.png'), fullPage: true }).catch(() => {});
+    console.error(`failure screenshot: ${join(artifacts, 'failure.png')}`);
+  }
+  await browser.close().catch(() => {});
+  process.exit(1);
+}
