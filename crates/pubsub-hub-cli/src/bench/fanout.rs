@@ -1,0 +1,135 @@
+//! Fan-out receive throughput: 1, 10 and 100 subscribers on one channel; deliveries per
+//! second until every subscriber has every message.
+//!
+//! The publisher is the same raw multiplexed connection (32 in flight) for every variant,
+//! so a row compares only the receiving side: the hub's consumers (dedicated or shared
+//! connections) against one raw `redis::aio::PubSub` per subscriber.
+
+use std::time::{Duration, Instant};
+
+use super::driver::{self, Publisher, Receivers, Recording, Variant, rotation};
+use super::progress::thousands;
+use super::report::{Row, Target};
+use super::server::wait_numsub;
+use super::{BENCH_CHANNEL, Bench, PAYLOAD_64, median};
+use crate::error::CliError;
+
+/// The target: receive >= 0.95x raw with 100 subscribers.
+pub const TARGET: Target = Target::AtLeast(0.95);
+
+/// The variants, in round 0's order.
+const VARIANTS: [Variant; 3] = [Variant::Raw, Variant::Dedicated, Variant::Shared];
+
+/// One measurement's outcome.
+struct Outcome {
+    rate: f64,
+    lost: u64,
+    complete: bool,
+}
+
+/// Runs the scenario and adds rows per subscriber count.
+pub async fn run(bench: &mut Bench) -> Result<(), CliError> {
+    let plan = bench.plan.clone();
+    let publisher = Publisher::Raw(bench.redis.connection().await?);
+    for &subscribers in &plan.subscriber_counts {
+        let messages = plan.fanout_messages(subscribers);
+        let mut results: Vec<(Variant, Vec<f64>, u64, bool)> =
+            VARIANTS.iter().map(|v| (*v, Vec::new(), 0, true)).collect();
+        for round in 0..plan.rounds {
+            for variant in rotation(&VARIANTS, round) {
+                let o = measure(bench, &publisher, variant, subscribers, messages).await?;
+                bench.progress.step(&format!(
+                    "{subscribers} subscriber(s) x {messages} messages, {} (round {}): {} deliveries/s{}",
+                    variant.label(),
+                    round + 1,
+                    thousands(o.rate),
+                    if o.lost > 0 { format!(", {} lost to lag", o.lost) } else { String::new() }
+                ));
+                let entry = results.iter_mut().find(|r| r.0 == variant).expect("listed");
+                entry.1.push(o.rate);
+                entry.2 += o.lost;
+                entry.3 &= o.complete;
+            }
+        }
+        let case = format!("{subscribers} subscriber(s)");
+        let raw = median(&results[0].1);
+        for (variant, rates, lost, complete) in &results {
+            let mut row = Row::plain(
+                "fanout",
+                &case,
+                variant.label(),
+                "deliveries/s",
+                median(rates),
+            );
+            if *variant != Variant::Raw {
+                if subscribers >= 100 {
+                    row = row.target(TARGET);
+                }
+                row = row.against(Variant::Raw.label(), raw);
+            }
+            if *lost > 0 {
+                row = row.note(format!("{lost} dropped to consumer lag"));
+            }
+            if !complete {
+                row = row.note("time bound hit before all deliveries");
+            }
+            bench.report.push(row);
+        }
+    }
+    Ok(())
+}
+
+async fn measure(
+    bench: &Bench,
+    publisher: &Publisher,
+    variant: Variant,
+    subscribers: usize,
+    messages: u64,
+) -> Result<Outcome, CliError> {
+    let client = bench.redis.client();
+    let mut admin = bench.redis.connection().await?;
+    let receivers = Receivers::start(
+        variant,
+        &client,
+        subscribers,
+        BENCH_CHANNEL,
+        messages,
+        Recording::Count,
+    )
+    .await?;
+    let expected_numsub = if variant == Variant::Shared {
+        1
+    } else {
+        subscribers as i64
+    };
+    wait_numsub(
+        &mut admin,
+        BENCH_CHANNEL,
+        expected_numsub,
+        Duration::from_secs(10),
+    )
+    .await?;
+
+    let start = Instant::now();
+    driver::closed_loop(
+        publisher,
+        BENCH_CHANNEL,
+        PAYLOAD_64,
+        messages,
+        32,
+        bench.plan.fanout_max,
+    )
+    .await?;
+    let remaining = bench.plan.fanout_max.saturating_sub(start.elapsed());
+    let complete = receivers.wait_complete(remaining).await;
+    let elapsed = start.elapsed();
+    let stats = receivers.finish().await;
+    wait_numsub(&mut admin, BENCH_CHANNEL, 0, Duration::from_secs(10)).await?;
+    let received: u64 = stats.iter().map(|s| s.received).sum();
+    let lost: u64 = stats.iter().map(|s| s.lost).sum();
+    Ok(Outcome {
+        rate: received as f64 / elapsed.as_secs_f64(),
+        lost,
+        complete,
+    })
+}
