@@ -689,6 +689,44 @@ async fn with_redis_down_state_answers_and_writes_fail_with_503() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_shows_as_reconnecting_then_live_again() {
+    let mut d = Dashboard::start().await;
+    d.server.stop();
+    common::wait_state(&d, WAIT, "every subscriber is reconnecting", |s| {
+        s["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|sub| sub["status"]["state"] == "reconnecting" && sub["alive"] == false)
+    })
+    .await;
+    let state = d.state().await;
+    let status = &find_sub(&state, "orders-listener")["status"];
+    assert!(status["last_error"].is_string(), "{status}");
+    assert!(status["since_ms"].is_u64(), "{status}");
+
+    d.server.start_again();
+    common::wait_state(&d, WAIT, "every subscriber is live again", |s| {
+        s["subscriptions"].as_array().unwrap().iter().all(|sub| {
+            sub["status"]["state"] == "live" && sub["alive"] == true && sub["reconnects_total"] == 1
+        })
+    })
+    .await;
+    d.server.wait_numsub("orders:new", 1, WAIT);
+    let mut orders = d.consumer("orders-listener");
+    let reply = d
+        .post_form("/publish", "channel=orders:new&message=after")
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        next_message(&mut orders).await.payload.json()["body"],
+        "after"
+    );
+    let state = d.state().await;
+    assert_eq!(state["stats"]["reconnects_total"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_stalled_state_answers_within_the_command_timeout() {
     let d = Dashboard::start().await;
     // DEBUG SLEEP blocks the whole server: connections stay open, nothing answers.
