@@ -1,0 +1,678 @@
+//! The `pubsub-hub` binary as a process, against private redis-server processes from the
+//! test kit. Every wait is bounded; tests synchronise on what Redis reports (`PUBSUB
+//! NUMSUB`, `NUMPAT`) or on the process' own output, never on sleeps.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use pubsub_hub_testkit::RedisServer;
+use serde_json::Value;
+
+/// Bound on any single wait.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The binary with a clean environment: no Redis settings or log filter from the caller.
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pubsub-hub"));
+    for var in ["REDIS_URL", "REDIS_HOST", "REDIS_PORT", "RUST_LOG"] {
+        c.env_remove(var);
+    }
+    c.stdin(Stdio::null());
+    c
+}
+
+/// The binary pointed at `server` with flags.
+fn bin_at(server: &RedisServer) -> Command {
+    let mut c = bin();
+    c.args(["--redis-host", "127.0.0.1", "--redis-port"])
+        .arg(server.port().to_string());
+    c
+}
+
+/// Runs to completion within `timeout`, killing and failing the test otherwise.
+fn run(mut cmd: Command, timeout: Duration) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().expect("the binary starts");
+    wait_output(child, timeout)
+}
+
+fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "the process did not exit within {timeout:?}; stdout: {}; stderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the exit code and that stderr is exactly one line (for failures) or empty.
+fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit status; stdout: {}; stderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+fn assert_one_line_error(o: &Output) -> String {
+    let err = stderr(o);
+    assert_eq!(err.lines().count(), 1, "one line on stderr, got: {err:?}");
+    assert!(err.starts_with("pubsub-hub: "), "{err:?}");
+    assert!(
+        !err.contains("Error {") && !err.contains("kind:"),
+        "no Debug dump: {err:?}"
+    );
+    err
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A running process whose stdout and stderr lines arrive on channels.
+struct Running {
+    child: Child,
+    out: mpsc::Receiver<String>,
+    err: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command) -> Running {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("the process starts");
+        let out = lines(child.stdout.take().unwrap());
+        let err = lines(child.stderr.take().unwrap());
+        Running { child, out, err }
+    }
+
+    fn next_line(&self, what: &str) -> String {
+        self.out
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("no stdout line ({what}) within {WAIT:?}"))
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn stderr_containing(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.err.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("no stderr line containing {needle:?} within {WAIT:?}; saw {seen:?}");
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for exit within `timeout`; returns the exit code.
+    fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the process did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn publish_and_subscribe_round_trip_then_count_exits_0() {
+    let server = RedisServer::start();
+    let mut sub = bin_at(&server);
+    sub.args(["subscribe", "--count", "2", "orders:new"]);
+    let mut sub = Running::spawn(sub);
+    server.wait_numsub("orders:new", 1, WAIT);
+
+    let mut publish = bin_at(&server);
+    publish.args(["publish", "orders:new", r#"{"order_id": 42}"#]);
+    let o = run(publish, WAIT);
+    assert_exit(&o, 0);
+    assert_eq!(stdout(&o), "1\n");
+
+    let mut publish = bin_at(&server);
+    publish.args(["publish", "--count", "3", "orders:new", "hello world"]);
+    let o = run(publish, WAIT);
+    assert_exit(&o, 0);
+    // The subscriber leaves after the second message; Redis reports each delivery.
+    let out = stdout(&o);
+    let counts: Vec<&str> = out.lines().collect();
+    assert_eq!(counts.len(), 3, "one count per publish: {counts:?}");
+    assert_eq!(counts[0], "1");
+
+    assert_eq!(
+        sub.next_line("first message"),
+        r#"orders:new {"order_id":42}"#
+    );
+    assert_eq!(
+        sub.next_line("second message"),
+        r#"orders:new "hello world""#
+    );
+    assert_eq!(sub.wait(WAIT), Some(0), "--count 2 exits 0");
+    server.wait_numsub("orders:new", 0, WAIT);
+}
+
+#[test]
+fn redis_cli_publish_reaches_our_json_subscriber() {
+    let server = RedisServer::start();
+    let mut sub = bin_at(&server);
+    sub.args([
+        "subscribe",
+        "--format",
+        "json",
+        "--count",
+        "2",
+        "chat:lobby",
+    ]);
+    let mut sub = Running::spawn(sub);
+    server.wait_numsub("chat:lobby", 1, WAIT);
+
+    let o = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
+        .args(["publish", "chat:lobby", "hello from redis-cli"])
+        .output()
+        .expect("redis-cli runs");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1");
+    server.publish("chat:lobby", &[0xff, 0x00, 0x80]);
+
+    let first: Value = serde_json::from_str(&sub.next_line("text message")).unwrap();
+    assert_eq!(first["channel"], "chat:lobby");
+    assert_eq!(first["pattern"], Value::Null);
+    assert_eq!(first["payload"], "hello from redis-cli");
+    assert_eq!(first["encoding"], "text");
+    assert!(first["received_at_ms"].as_u64().unwrap() > 0);
+    let second: Value = serde_json::from_str(&sub.next_line("binary message")).unwrap();
+    assert_eq!(second["encoding"], "base64");
+    assert_eq!(second["payload"], "/wCA");
+    assert_eq!(sub.wait(WAIT), Some(0));
+}
+
+#[test]
+fn our_publish_reaches_a_redis_cli_subscriber() {
+    let server = RedisServer::start();
+    let mut cli = Command::new("redis-cli");
+    cli.args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
+        .args(["subscribe", "alerts"]);
+    let cli = Running::spawn(cli);
+    server.wait_numsub("alerts", 1, WAIT);
+
+    let mut publish = bin_at(&server);
+    publish.args(["publish", "--raw", "alerts", "disk almost full"]);
+    let o = run(publish, WAIT);
+    assert_exit(&o, 0);
+    assert_eq!(stdout(&o), "1\n");
+    // redis-cli prints subscribe confirmations, then message / channel / payload lines.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let line = cli.next_line("redis-cli output");
+        if line == "disk almost full" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-cli never showed the payload"
+        );
+    }
+}
+
+#[test]
+fn pattern_subscription_shows_the_matching_glob() {
+    let server = RedisServer::start();
+    let mut sub = bin_at(&server);
+    sub.args(["subscribe", "--pattern", "--count", "1", "notifications:*"]);
+    let mut sub = Running::spawn(sub);
+    server.wait_numpat(1, WAIT);
+    assert_eq!(
+        server.publish("notifications:billing", b"invoice\nready"),
+        1
+    );
+    assert_eq!(
+        sub.next_line("pattern message"),
+        "notifications:billing (via notifications:*) invoice\\nready"
+    );
+    assert_eq!(sub.wait(WAIT), Some(0));
+}
+
+#[test]
+fn publish_reads_stdin_and_files() {
+    let server = RedisServer::start();
+    let mut con = server.connection();
+    let mut ps = con.as_pubsub();
+    ps.subscribe("inbox").unwrap();
+    server.wait_numsub("inbox", 1, WAIT);
+
+    let mut publish = bin_at(&server);
+    publish
+        .args(["publish", "inbox", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = publish.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"x\": [1, 2]}\n")
+        .unwrap();
+    let o = wait_output(child, WAIT);
+    assert_exit(&o, 0);
+    let m = ps.get_message().unwrap();
+    assert_eq!(m.get_payload_bytes(), b"{\"x\":[1,2]}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blob.bin");
+    std::fs::write(&path, [0u8, 159, 146, 150, b'\n']).unwrap();
+    let mut publish = bin_at(&server);
+    publish
+        .args(["publish", "--raw", "--file"])
+        .arg(&path)
+        .arg("inbox");
+    let o = run(publish, WAIT);
+    assert_exit(&o, 0);
+    let m = ps.get_message().unwrap();
+    assert_eq!(m.get_payload_bytes(), &[0u8, 159, 146, 150, b'\n']);
+
+    let mut missing = bin_at(&server);
+    missing.args(["publish", "--file", "/nonexistent/message.json", "inbox"]);
+    let o = run(missing, WAIT);
+    assert_exit(&o, 1);
+    assert_one_line_error(&o);
+}
+
+#[test]
+fn inspect_shows_channels_numsub_and_numpat() {
+    let server = RedisServer::start();
+    let mut c1 = server.connection();
+    let mut c2 = server.connection();
+    let mut c3 = server.connection();
+    let mut p1 = c1.as_pubsub();
+    let mut p2 = c2.as_pubsub();
+    let mut p3 = c3.as_pubsub();
+    p1.subscribe("orders:new").unwrap();
+    p2.subscribe(&["orders:new", "billing:invoice"]).unwrap();
+    p3.psubscribe("notifications:*").unwrap();
+    server.wait_numsub("orders:new", 2, WAIT);
+    server.wait_numsub("billing:invoice", 1, WAIT);
+    server.wait_numpat(1, WAIT);
+
+    let mut inspect = bin_at(&server);
+    inspect.arg("inspect");
+    let o = run(inspect, WAIT);
+    assert_exit(&o, 0);
+    let text = stdout(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["CHANNEL", "SUBSCRIBERS", "ACTIVE"]
+    );
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["billing:invoice", "1", "yes"]
+    );
+    assert_eq!(
+        lines[2].split_whitespace().collect::<Vec<_>>(),
+        ["orders:new", "2", "yes"]
+    );
+    assert_eq!(lines[3], "pattern subscriptions (NUMPAT): 1");
+
+    let mut inspect = bin_at(&server);
+    inspect.args([
+        "inspect",
+        "--json",
+        "--pattern",
+        "orders:*",
+        "orders:new",
+        "nobody:here",
+    ]);
+    let o = run(inspect, WAIT);
+    assert_exit(&o, 0);
+    let doc: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(doc["active_channels"], serde_json::json!(["orders:new"]));
+    assert_eq!(
+        doc["numsub"],
+        serde_json::json!({"orders:new": 2, "nobody:here": 0})
+    );
+    assert_eq!(doc["numpat"], 1);
+}
+
+#[test]
+fn malformed_url_is_a_one_line_usage_error_without_the_password() {
+    let mut c = bin();
+    c.args([
+        "publish",
+        "--redis-url",
+        "http://:hunter2@example:6379/",
+        "ch",
+        "m",
+    ]);
+    let o = run(c, WAIT);
+    assert_exit(&o, 2);
+    let err = assert_one_line_error(&o);
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(err.contains("--redis-url"), "{err}");
+
+    let mut c = bin();
+    c.env("REDIS_URL", "redis://:hunter2@127.0.0.1:notaport/")
+        .args(["inspect"]);
+    let o = run(c, WAIT);
+    assert_exit(&o, 2);
+    assert!(!assert_one_line_error(&o).contains("hunter2"));
+}
+
+#[test]
+fn unreachable_redis_exits_3_with_one_line() {
+    let port = closed_port().to_string();
+    for args in [
+        vec!["publish", "ch", "m"],
+        vec!["subscribe", "ch"],
+        vec!["inspect"],
+    ] {
+        let mut c = bin();
+        c.args(["--redis-host", "127.0.0.1", "--redis-port", &port])
+            .args(&args);
+        let o = run(c, WAIT);
+        assert_exit(&o, 3);
+        let err = assert_one_line_error(&o);
+        assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    }
+    let mut c = bin();
+    c.args([
+        "publish",
+        "--redis-url",
+        &format!("redis://:hunter2@127.0.0.1:{port}/"),
+        "ch",
+        "m",
+    ]);
+    let o = run(c, WAIT);
+    assert_exit(&o, 3);
+    assert!(!assert_one_line_error(&o).contains("hunter2"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        vec!["publish"],
+        vec!["subscribe"],
+        vec!["publish", "--count", "0", "ch", "m"],
+        vec!["subscribe", "--format", "xml", "ch"],
+        vec!["--port", "1", "publish", "ch", "m"],
+        vec!["no-such-command"],
+    ] {
+        let o = run(
+            {
+                let mut c = bin();
+                c.args(&args);
+                c
+            },
+            WAIT,
+        );
+        assert_exit(&o, 2);
+        assert!(stderr(&o).contains("error"), "{args:?}: {}", stderr(&o));
+    }
+    let o = run(
+        {
+            let mut c = bin();
+            c.arg("--help");
+            c
+        },
+        WAIT,
+    );
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("Exit codes:"));
+}
+
+#[test]
+fn flags_win_over_environment() {
+    let server = RedisServer::start();
+    let good = server.port().to_string();
+    let bad = closed_port().to_string();
+    let publish = |env: &[(&str, String)], flags: &[&str]| {
+        let mut c = bin();
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.args(flags).args(["publish", "ch", "1"]);
+        run(c, WAIT).status.code()
+    };
+    let host = ("REDIS_HOST", "127.0.0.1".to_owned());
+    // Env alone is used.
+    assert_eq!(
+        publish(&[host.clone(), ("REDIS_PORT", good.clone())], &[]),
+        Some(0)
+    );
+    // A flag beats the same setting's env.
+    assert_eq!(
+        publish(
+            &[host.clone(), ("REDIS_PORT", bad.clone())],
+            &["--redis-port", &good]
+        ),
+        Some(0)
+    );
+    // A host/port flag beats REDIS_URL from the environment.
+    assert_eq!(
+        publish(
+            &[
+                host.clone(),
+                ("REDIS_URL", format!("redis://127.0.0.1:{bad}/"))
+            ],
+            &["--redis-port", &good]
+        ),
+        Some(0)
+    );
+    // Within the environment, REDIS_URL beats REDIS_HOST/REDIS_PORT.
+    assert_eq!(
+        publish(
+            &[("REDIS_URL", server.url()), ("REDIS_PORT", bad.clone())],
+            &[]
+        ),
+        Some(0)
+    );
+    // A URL flag beats everything.
+    assert_eq!(
+        publish(
+            &[("REDIS_URL", server.url())],
+            &[
+                "--redis-url",
+                &format!("redis://127.0.0.1:{bad}/"),
+                "--redis-port",
+                &good
+            ]
+        ),
+        Some(3)
+    );
+}
+
+#[test]
+fn subscribe_stops_on_sigterm_and_reports_reconnects() {
+    let server = RedisServer::start();
+    let mut sub = bin_at(&server);
+    sub.args(["subscribe", "jobs"]);
+    let mut sub = Running::spawn(sub);
+    sub.stderr_containing("subscribed to 1 channel: jobs");
+    server.wait_numsub("jobs", 1, WAIT);
+
+    assert!(server.kill_pubsub_clients() >= 1);
+    sub.stderr_containing("connection to Redis lost");
+    sub.stderr_containing("reconnected");
+    server.wait_numsub("jobs", 1, WAIT);
+    server.publish("jobs", b"after the reconnect");
+    assert_eq!(
+        sub.next_line("message after reconnect"),
+        "jobs after the reconnect"
+    );
+
+    let start = Instant::now();
+    sub.signal("TERM");
+    assert_eq!(sub.wait(Duration::from_secs(2)), Some(0), "SIGTERM exits 0");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    server.wait_numsub("jobs", 0, WAIT);
+}
+
+#[test]
+fn serve_prints_the_startup_lines_and_stops_on_sigterm() {
+    let server = RedisServer::start();
+    let mut serve = bin();
+    // Env points at nothing; the flags must win.
+    serve
+        .env("REDIS_HOST", "127.0.0.1")
+        .env("REDIS_PORT", closed_port().to_string())
+        .args([
+            "--port",
+            "0",
+            "--no-embedded",
+            "--redis-port",
+            &server.port().to_string(),
+        ]);
+    let mut serve = Running::spawn(serve);
+    let listening = serve.next_line("listening line");
+    let url = listening
+        .strip_prefix("Redis pub/sub demo server listening on http://127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected first line {listening:?}"));
+    let http_port: u16 = url.parse().expect("a port number");
+    assert_ne!(http_port, 0);
+    assert_eq!(
+        serve.next_line("redis line"),
+        format!("Using Redis at 127.0.0.1:{}", server.port())
+    );
+    assert_eq!(
+        serve.next_line("seeded line"),
+        "Seeded 3 default subscription(s)"
+    );
+    server.wait_numsub("orders:new", 1, WAIT);
+
+    let start = Instant::now();
+    serve.signal("TERM");
+    assert_eq!(serve.wait(Duration::from_secs(2)), Some(0));
+    assert!(start.elapsed() < Duration::from_secs(2));
+    server.wait_numsub("orders:new", 0, WAIT);
+}
+
+#[test]
+fn serve_without_redis_and_without_fallback_exits_3() {
+    let mut serve = bin();
+    serve.args([
+        "serve",
+        "--port",
+        "0",
+        "--no-embedded",
+        "--redis-host",
+        "127.0.0.1",
+        "--redis-port",
+        &closed_port().to_string(),
+    ]);
+    let o = run(serve, WAIT);
+    assert_exit(&o, 3);
+    assert_one_line_error(&o);
+}
+
+#[test]
+fn bench_quick_reports_every_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("latency.svg");
+    let mut bench = bin();
+    bench
+        .args(["bench", "--quick", "--json", "--svg"])
+        .arg(&svg);
+    let start = Instant::now();
+    let o = run(bench, Duration::from_secs(90));
+    assert_exit(&o, 0);
+    let elapsed = start.elapsed();
+    let doc: Value = serde_json::from_str(&stdout(&o)).expect("JSON report");
+    let rows = doc["rows"].as_array().expect("rows");
+    let has = |scenario: &str, case: &str, variant: &str| {
+        rows.iter().any(|r| {
+            r["scenario"] == scenario
+                && r["case"].as_str().unwrap().starts_with(case)
+                && r["variant"].as_str().unwrap().starts_with(variant)
+        })
+    };
+    for n in ["1 ", "16 ", "64 "] {
+        assert!(has("publish", n, "hub"), "publish {n}");
+        assert!(has("publish", n, "raw"), "publish {n} raw");
+    }
+    for n in ["1 ", "10 ", "100 "] {
+        for v in ["raw", "hub (dedicated)", "hub (shared"] {
+            assert!(has("fanout", n, v), "fanout {n} {v}");
+            assert!(has("latency", n, v), "latency {n} {v}");
+        }
+    }
+    assert!(has("ceiling", "-c 1 -P 16", "redis-benchmark"));
+    assert!(has("ceiling", "-c 1 -P 1", "redis-benchmark"));
+    for v in ["raw", "hub (dedicated)", "hub (shared"] {
+        assert!(has("memory", "100 ", v), "memory 100 {v}");
+        assert!(has("memory", "1000 ", v), "memory 1000 {v}");
+    }
+    for n in ["3 ", "200 "] {
+        assert!(has("dashboard", n, "POST /publish"));
+        assert!(has("dashboard", n, "GET /state"));
+    }
+    let ratios = rows.iter().filter(|r| r["ratio"].is_number()).count();
+    assert!(ratios > 20, "rows carry ratios against a baseline");
+    assert_eq!(doc["latency_curves"].as_array().unwrap().len(), 9);
+    let chart = std::fs::read_to_string(&svg).expect("the SVG was written");
+    assert!(chart.starts_with("<svg") && chart.contains("<polyline"));
+    assert!(stderr(&o).contains("== dashboard"), "progress on stderr");
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "quick run took {elapsed:?}"
+    );
+}
