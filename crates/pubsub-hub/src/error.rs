@@ -135,3 +135,17 @@ pub(crate) async fn bounded<T>(
         Err(_) => Err(HubError::Timeout { operation, after }),
     }
 }
+
+/// True when the error means the connection can no longer be trusted (as opposed to Redis
+/// refusing one command, which leaves the connection usable).
+pub(crate) fn connection_broken(e: &HubError) -> bool {
+    match e {
+        HubError::Redis(e) => {
+            e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+                || e.is_unrecoverable_error()
+        }
+        _ => true,
+    }
+}

@@ -1,18 +1,21 @@
 //! The hub: publishing, the subscription registry, introspection and statistics.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cluster::{self, ClusterView, NodeAddr, slot_of, sum_pairs};
 use crate::config::{ConnectionMode, HubConfig};
 use crate::error::{HubError, bounded};
-use crate::link::Link;
-use crate::subscription::{Subscription, SubscriptionStatus, TargetKind};
+use crate::link::{Endpoint, Link};
+use crate::shard::{self, Resolver};
+use crate::subscription::{Subscription, TargetKind};
 
 /// Lifetime counters shared by the hub, its links and its subscriptions. They only go up,
 /// except through [`PubSubHub::reset_stats`].
@@ -42,17 +45,19 @@ impl HubCounters {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Stats {
-    /// PUBLISH calls that succeeded.
+    /// PUBLISH and SPUBLISH calls that succeeded.
     pub published_total: u64,
-    /// Sum of the receiver counts Redis returned for those PUBLISH calls.
+    /// Sum of the receiver counts Redis returned for those calls. In a cluster Redis counts
+    /// only the subscribers of the node that took the command, so this is a lower bound.
     pub delivered_total: u64,
     /// Messages received by this hub's subscriptions (one per subscription per message),
     /// including subscriptions since removed.
     pub received_total: u64,
     /// Subscriptions open now.
     pub active_subscriptions: u64,
-    /// `PUBSUB NUMPAT`: pattern subscriptions on the whole server (0 when Redis is down
-    /// or when taken from [`PubSubHub::local_stats`]).
+    /// `PUBSUB NUMPAT`: pattern subscriptions on the whole server, or summed over every
+    /// reachable node of a cluster (patterns are node-local there). 0 when Redis is down or
+    /// when taken from [`PubSubHub::local_stats`].
     pub pattern_subscriptions: i64,
     /// Successful publishes per channel, for at most `HubConfig::max_tracked_channels`
     /// channels.
@@ -67,7 +72,10 @@ pub struct Stats {
     pub reconnects_total: u64,
 }
 
-/// What Redis reports about pub/sub, fetched in one round trip.
+/// What Redis reports about pub/sub, fetched in one round trip (per node, in a cluster).
+///
+/// In a cluster every field is merged over all reachable nodes: channel lists are unions,
+/// counts are sums, because each node only knows the subscribers connected to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Introspection {
@@ -77,9 +85,14 @@ pub struct Introspection {
     pub numsub: BTreeMap<String, i64>,
     /// `PUBSUB NUMPAT`.
     pub numpat: i64,
+    /// `PUBSUB SHARDCHANNELS <pattern>` (same pattern), sorted; empty before Redis 7.
+    pub shard_channels: Vec<String>,
+    /// `PUBSUB SHARDNUMSUB` for the same channels; empty before Redis 7.
+    pub shard_numsub: BTreeMap<String, i64>,
 }
 
-/// Publishes JSON or raw bytes and manages named subscribers over one Redis server.
+/// Publishes JSON or raw bytes and manages named subscribers over one Redis server or a
+/// Redis Cluster.
 ///
 /// Cloning is cheap and every clone is the same hub.
 #[derive(Clone)]
@@ -88,17 +101,44 @@ pub struct PubSubHub {
 }
 
 pub(crate) struct HubInner {
+    /// The server's client, or a client for the first seed node of a cluster.
     client: redis::Client,
     config: Arc<HubConfig>,
     /// The connection for PUBLISH and PUBSUB; taken on shutdown so no socket lingers.
-    publisher: RwLock<Option<ConnectionManager>>,
+    publisher: RwLock<Option<Publisher>>,
+    /// Where plain links connect: the server, or any node of the cluster.
+    endpoint: Endpoint,
+    /// Where shard links subscribe each channel.
+    shard_resolver: Arc<Resolver>,
+    /// The cluster topology (`None` on a single server); introspection asks every node.
+    cluster: Option<Arc<ClusterView>>,
     registry: Mutex<Registry>,
     counters: Arc<HubCounters>,
     channel_published: Mutex<ChannelCounts>,
     /// The fixed links of shared mode (empty in dedicated mode).
     shared_links: Vec<Arc<Link>>,
+    /// Shared mode's shard links, as many as `shared_links`; a channel goes to the one its
+    /// hash slot picks. They connect only when a shard channel is subscribed.
+    shared_shard_links: Vec<Arc<Link>>,
     next_sub_id: AtomicU64,
     closed: AtomicBool,
+}
+
+/// The publishing connection: redis-rs's reconnecting manager on one server, its cluster
+/// connection (which follows `MOVED` and refreshes slots itself) on a cluster.
+#[derive(Clone)]
+enum Publisher {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Publisher {
+    async fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            Publisher::Server(conn) => cmd.query_async(conn).await,
+            Publisher::Cluster(conn) => cmd.query_async(conn).await,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -135,34 +175,115 @@ impl PubSubHub {
             client.get_connection_manager_with_config(cm_config),
         )
         .await?;
+        let info = client.get_connection_info();
+        let shard_resolver = Resolver::Server {
+            client: redis::Client::open(cluster::info_for(info, None, true)?)?,
+            addr: NodeAddr::of(info).unwrap_or_else(|| NodeAddr {
+                host: "local".into(),
+                port: 0,
+            }),
+        };
+        Ok(Self::assemble(
+            client.clone(),
+            config,
+            Publisher::Server(publisher),
+            Endpoint::Server(client),
+            shard_resolver,
+            None,
+        ))
+    }
+
+    /// Connects to a Redis Cluster through any of `nodes` (`redis://host:port/` URLs with
+    /// the credentials every node accepts) and learns its topology.
+    ///
+    /// Plain channels and patterns are subscribed on any reachable node (a PUBLISH anywhere
+    /// reaches every node over the cluster bus); shard channels on the master owning their
+    /// hash slot. Introspection merges the answers of every reachable node. Fails if no node
+    /// answers within the connect and command time-outs.
+    pub async fn cluster(nodes: Vec<String>, config: HubConfig) -> Result<Self, HubError> {
+        let infos = nodes
+            .iter()
+            .map(|n| redis::IntoConnectionInfo::into_connection_info(n.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let budget = config.connect_timeout + config.command_timeout;
+        let view = match tokio::time::timeout(budget, cluster::connect(&infos, &config)).await {
+            Ok(view) => view?,
+            Err(_) => {
+                return Err(HubError::Timeout {
+                    operation: "CLUSTER NODES",
+                    after: budget,
+                });
+            }
+        };
+        let cluster_client = redis::cluster::ClusterClientBuilder::new(infos.clone())
+            .connection_timeout(config.connect_timeout)
+            .response_timeout(config.command_timeout)
+            .retries(2)
+            .build()?;
+        let publisher = bounded("connect", budget, cluster_client.get_async_connection()).await?;
+        let client = redis::Client::open(infos[0].clone())?;
+        Ok(Self::assemble(
+            client,
+            config,
+            Publisher::Cluster(publisher),
+            Endpoint::Cluster(Arc::clone(&view)),
+            Resolver::Cluster(Arc::clone(&view)),
+            Some(view),
+        ))
+    }
+
+    fn assemble(
+        client: redis::Client,
+        config: HubConfig,
+        publisher: Publisher,
+        endpoint: Endpoint,
+        shard_resolver: Resolver,
+        cluster: Option<Arc<ClusterView>>,
+    ) -> PubSubHub {
         let config = Arc::new(config);
         let counters = Arc::new(HubCounters::default());
-        let shared_links = match config.mode {
-            ConnectionMode::Shared { connections } => (0..connections.max(1))
-                .map(|_| {
-                    Link::spawn(
-                        client.clone(),
-                        Arc::clone(&config),
-                        Arc::clone(&counters),
-                        false,
-                    )
-                })
-                .collect(),
-            _ => Vec::new(),
+        let shard_resolver = Arc::new(shard_resolver);
+        let shared = match config.mode {
+            ConnectionMode::Shared { connections } => connections.max(1),
+            _ => 0,
         };
-        Ok(PubSubHub {
+        let shared_links = (0..shared)
+            .map(|_| {
+                Link::spawn(
+                    endpoint.clone(),
+                    Arc::clone(&config),
+                    Arc::clone(&counters),
+                    false,
+                )
+            })
+            .collect();
+        let shared_shard_links = (0..shared)
+            .map(|_| {
+                shard::spawn(
+                    Arc::clone(&shard_resolver),
+                    Arc::clone(&config),
+                    Arc::clone(&counters),
+                    false,
+                )
+            })
+            .collect();
+        PubSubHub {
             inner: Arc::new(HubInner {
                 client,
                 config,
                 publisher: RwLock::new(Some(publisher)),
+                endpoint,
+                shard_resolver,
+                cluster,
                 registry: Mutex::new(Registry::default()),
                 counters,
                 channel_published: Mutex::new(ChannelCounts::default()),
                 shared_links,
+                shared_shard_links,
                 next_sub_id: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
             }),
-        })
+        }
     }
 
     /// The configuration in force.
@@ -175,9 +296,14 @@ impl PubSubHub {
         self.inner.config.mode
     }
 
-    /// The Redis client the hub was built from.
+    /// The Redis client the hub was built from (in cluster mode, one for the first node).
     pub fn client(&self) -> &redis::Client {
         &self.inner.client
+    }
+
+    /// True for a hub made with [`PubSubHub::cluster`].
+    pub fn is_cluster(&self) -> bool {
+        self.inner.cluster.is_some()
     }
 
     /// JSON-encodes `message` and PUBLISHes it; returns how many subscribers Redis delivered
@@ -190,15 +316,36 @@ impl PubSubHub {
     /// PUBLISHes `payload` byte for byte; returns Redis' delivered count.
     #[tracing::instrument(level = "debug", name = "publish", skip_all, fields(channel = channel, bytes = payload.len()))]
     pub async fn publish_bytes(&self, channel: &str, payload: &[u8]) -> Result<i64, HubError> {
+        self.send_publish("PUBLISH", channel, payload).await
+    }
+
+    /// JSON-encodes `message` and SPUBLISHes it to shard channel `channel` (Redis 7+): only
+    /// [`PubSubHub::ssubscribe`] subscribers receive it, not channel or pattern ones. In a
+    /// cluster it goes to the master owning the channel's slot. Returns Redis' delivered
+    /// count.
+    pub async fn spublish(&self, channel: &str, message: &Value) -> Result<i64, HubError> {
+        let payload = serde_json::to_vec(message).unwrap_or_else(|_| b"null".to_vec());
+        self.spublish_bytes(channel, &payload).await
+    }
+
+    /// SPUBLISHes `payload` byte for byte; returns Redis' delivered count.
+    #[tracing::instrument(level = "debug", name = "spublish", skip_all, fields(channel = channel, bytes = payload.len()))]
+    pub async fn spublish_bytes(&self, channel: &str, payload: &[u8]) -> Result<i64, HubError> {
+        self.send_publish("SPUBLISH", channel, payload).await
+    }
+
+    async fn send_publish(
+        &self,
+        command: &'static str,
+        channel: &str,
+        payload: &[u8],
+    ) -> Result<i64, HubError> {
         let mut conn = self.publisher()?;
         let timeout = self.inner.config.command_timeout;
         let result: Result<i64, HubError> = bounded(
-            "PUBLISH",
+            command,
             timeout,
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async(&mut conn),
+            conn.query(redis::cmd(command).arg(channel).arg(payload)),
         )
         .await;
         let counters = &self.inner.counters;
@@ -234,7 +381,7 @@ impl PubSubHub {
         }
     }
 
-    fn publisher(&self) -> Result<ConnectionManager, HubError> {
+    fn publisher(&self) -> Result<Publisher, HubError> {
         self.inner
             .publisher
             .read()
@@ -262,6 +409,17 @@ impl PubSubHub {
     ) -> Result<Arc<Subscription>, HubError> {
         self.subscribe_kind(name, TargetKind::Pattern, patterns)
             .await
+    }
+
+    /// Creates subscriber `name` on shard `channels` (`SSUBSCRIBE`, Redis 7+). The channels
+    /// may hash to different slots, and in a cluster live on different masters: each is
+    /// subscribed on its owner. Returns once every channel is confirmed.
+    pub async fn ssubscribe(
+        &self,
+        name: &str,
+        channels: Vec<String>,
+    ) -> Result<Arc<Subscription>, HubError> {
+        self.subscribe_kind(name, TargetKind::Shard, channels).await
     }
 
     /// Creates subscriber `name` of the given kind. Duplicate targets are ignored; an empty
@@ -338,24 +496,49 @@ impl PubSubHub {
             Arc::downgrade(inner),
             Arc::clone(&inner.counters),
         ));
-        let groups: Vec<(Arc<Link>, Vec<String>)> = if inner.shared_links.is_empty() {
-            let link = Link::spawn(
-                inner.client.clone(),
-                Arc::clone(&inner.config),
-                Arc::clone(&inner.counters),
-                true,
-            );
-            vec![(link, targets)]
-        } else {
-            let mut by_link: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-            for target in targets {
-                let i = shard_of(kind, &target, inner.shared_links.len());
-                by_link.entry(i).or_default().push(target);
+        let groups: Vec<(Arc<Link>, Vec<String>)> = match kind {
+            TargetKind::Shard if inner.shared_shard_links.is_empty() => {
+                let link = shard::spawn(
+                    Arc::clone(&inner.shard_resolver),
+                    Arc::clone(&inner.config),
+                    Arc::clone(&inner.counters),
+                    true,
+                );
+                vec![(link, targets)]
             }
-            by_link
-                .into_iter()
-                .map(|(i, t)| (Arc::clone(&inner.shared_links[i]), t))
-                .collect()
+            TargetKind::Shard => {
+                // By slot, so that one slot's channels share a link.
+                let links = &inner.shared_shard_links;
+                let mut by_link: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+                for target in targets {
+                    let i = usize::from(slot_of(target.as_bytes())) % links.len();
+                    by_link.entry(i).or_default().push(target);
+                }
+                by_link
+                    .into_iter()
+                    .map(|(i, t)| (Arc::clone(&links[i]), t))
+                    .collect()
+            }
+            _ if inner.shared_links.is_empty() => {
+                let link = Link::spawn(
+                    inner.endpoint.clone(),
+                    Arc::clone(&inner.config),
+                    Arc::clone(&inner.counters),
+                    true,
+                );
+                vec![(link, targets)]
+            }
+            _ => {
+                let mut by_link: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+                for target in targets {
+                    let i = shard_of(kind, &target, inner.shared_links.len());
+                    by_link.entry(i).or_default().push(target);
+                }
+                by_link
+                    .into_iter()
+                    .map(|(i, t)| (Arc::clone(&inner.shared_links[i]), t))
+                    .collect()
+            }
         };
         sub.set_links(groups.iter().map(|(l, _)| Arc::clone(l)).collect());
         let attaches = groups
@@ -402,7 +585,12 @@ impl PubSubHub {
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
         self.close_all().await;
-        for link in &self.inner.shared_links {
+        for link in self
+            .inner
+            .shared_links
+            .iter()
+            .chain(&self.inner.shared_shard_links)
+        {
             link.shutdown().await;
         }
         self.inner
@@ -421,75 +609,156 @@ impl PubSubHub {
         self.inner.counters.touch();
     }
 
-    /// `PUBSUB CHANNELS pattern`: channels with at least one exact subscriber, sorted.
+    /// `PUBSUB CHANNELS pattern`: channels with at least one exact subscriber, sorted (in a
+    /// cluster, the union over all reachable nodes).
     pub async fn active_channels(&self, pattern: &str) -> Result<Vec<String>, HubError> {
-        let mut conn = self.publisher()?;
-        let names: Vec<Vec<u8>> = bounded(
-            "PUBSUB CHANNELS",
-            self.inner.config.command_timeout,
-            redis::cmd("PUBSUB")
-                .arg("CHANNELS")
-                .arg(pattern)
-                .query_async(&mut conn),
-        )
-        .await?;
-        Ok(sorted_names(names))
+        let mut pipe = redis::pipe();
+        pipe.cmd("PUBSUB").arg("CHANNELS").arg(pattern);
+        let mut names = BTreeSet::new();
+        for mut replies in self.ask("PUBSUB CHANNELS", &pipe, 1).await? {
+            add_names(&mut names, take(&mut replies, 0))?;
+        }
+        Ok(names.into_iter().collect())
     }
 
-    /// `PUBSUB NUMSUB`: exact subscribers per channel.
+    /// `PUBSUB NUMSUB`: exact subscribers per channel (in a cluster, summed over all
+    /// reachable nodes).
     pub async fn channel_subscriber_counts(
         &self,
+        channels: &[String],
+    ) -> Result<BTreeMap<String, i64>, HubError> {
+        self.counts("NUMSUB", "PUBSUB NUMSUB", channels).await
+    }
+
+    /// `PUBSUB NUMPAT`: pattern subscriptions on the whole server. In a cluster pattern
+    /// subscriptions are node-local, so this is the sum over all reachable nodes (every
+    /// pattern a client subscribed, wherever it is connected).
+    pub async fn pattern_subscriber_count(&self) -> Result<i64, HubError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PUBSUB").arg("NUMPAT");
+        let mut total = 0;
+        for mut replies in self.ask("PUBSUB NUMPAT", &pipe, 1).await? {
+            total += int(take(&mut replies, 0))?;
+        }
+        Ok(total)
+    }
+
+    /// `PUBSUB SHARDCHANNELS pattern` (Redis 7+): shard channels with at least one
+    /// subscriber, sorted (in a cluster, the union over all reachable nodes, replicas
+    /// included, since a shard channel may be subscribed on a replica of its master).
+    pub async fn shard_channels(&self, pattern: &str) -> Result<Vec<String>, HubError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PUBSUB").arg("SHARDCHANNELS").arg(pattern);
+        let mut names = BTreeSet::new();
+        for mut replies in self.ask("PUBSUB SHARDCHANNELS", &pipe, 1).await? {
+            add_names(&mut names, take(&mut replies, 0))?;
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// `PUBSUB SHARDNUMSUB` (Redis 7+): subscribers per shard channel (in a cluster, summed
+    /// over all reachable nodes).
+    pub async fn shard_subscriber_counts(
+        &self,
+        channels: &[String],
+    ) -> Result<BTreeMap<String, i64>, HubError> {
+        self.counts("SHARDNUMSUB", "PUBSUB SHARDNUMSUB", channels)
+            .await
+    }
+
+    async fn counts(
+        &self,
+        subcommand: &str,
+        operation: &'static str,
         channels: &[String],
     ) -> Result<BTreeMap<String, i64>, HubError> {
         if channels.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let mut conn = self.publisher()?;
-        let flat: Vec<redis::Value> = bounded(
-            "PUBSUB NUMSUB",
-            self.inner.config.command_timeout,
-            redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(channels)
-                .query_async(&mut conn),
-        )
-        .await?;
-        numsub_pairs(flat)
+        let mut pipe = redis::pipe();
+        pipe.cmd("PUBSUB").arg(subcommand).arg(channels);
+        let mut out = BTreeMap::new();
+        for mut replies in self.ask(operation, &pipe, 1).await? {
+            sum_pairs(&mut out, array(take(&mut replies, 0))?)?;
+        }
+        Ok(out)
     }
 
-    /// `PUBSUB NUMPAT`: pattern subscriptions on the whole server.
-    pub async fn pattern_subscriber_count(&self) -> Result<i64, HubError> {
-        let mut conn = self.publisher()?;
-        bounded(
-            "PUBSUB NUMPAT",
-            self.inner.config.command_timeout,
-            redis::cmd("PUBSUB").arg("NUMPAT").query_async(&mut conn),
-        )
-        .await
-    }
-
-    /// `PUBSUB CHANNELS`, `NUMSUB` and `NUMPAT` in one pipelined round trip.
+    /// `PUBSUB CHANNELS`, `NUMSUB`, `NUMPAT`, `SHARDCHANNELS` (same pattern) and
+    /// `SHARDNUMSUB` (same channels) in one pipelined round trip, to every reachable node
+    /// at once in a cluster. The shard fields stay empty on servers older than Redis 7.
     pub async fn introspect(
         &self,
         channels_pattern: &str,
         numsub_channels: &[String],
     ) -> Result<Introspection, HubError> {
-        let mut conn = self.publisher()?;
         let mut pipe = redis::pipe();
         pipe.cmd("PUBSUB").arg("CHANNELS").arg(channels_pattern);
         pipe.cmd("PUBSUB").arg("NUMSUB").arg(numsub_channels);
         pipe.cmd("PUBSUB").arg("NUMPAT");
-        let (names, flat, numpat): (Vec<Vec<u8>>, Vec<redis::Value>, i64) = bounded(
-            "PUBSUB",
-            self.inner.config.command_timeout,
-            pipe.query_async(&mut conn),
-        )
-        .await?;
-        Ok(Introspection {
-            active_channels: sorted_names(names),
-            numsub: numsub_pairs(flat)?,
-            numpat,
-        })
+        pipe.cmd("PUBSUB")
+            .arg("SHARDCHANNELS")
+            .arg(channels_pattern);
+        pipe.cmd("PUBSUB").arg("SHARDNUMSUB").arg(numsub_channels);
+        let mut channels = BTreeSet::new();
+        let mut shard_channels = BTreeSet::new();
+        let mut out = Introspection::default();
+        for mut replies in self.ask("PUBSUB", &pipe, 5).await? {
+            add_names(&mut channels, take(&mut replies, 0))?;
+            sum_pairs(&mut out.numsub, array(take(&mut replies, 1))?)?;
+            out.numpat += int(take(&mut replies, 2))?;
+            // Servers before Redis 7 answer "unknown subcommand": no shard channels there.
+            if !matches!(replies[3], redis::Value::ServerError(_)) {
+                add_names(&mut shard_channels, take(&mut replies, 3))?;
+            }
+            if !matches!(replies[4], redis::Value::ServerError(_)) {
+                sum_pairs(&mut out.shard_numsub, array(take(&mut replies, 4))?)?;
+            }
+        }
+        out.active_channels = channels.into_iter().collect();
+        out.shard_channels = shard_channels.into_iter().collect();
+        Ok(out)
+    }
+
+    /// Runs `pipe` (`count` commands) on the server, or on every reachable node of the
+    /// cluster at once; one list of replies per node, server errors included as values.
+    /// Bounded by `command_timeout` as a whole.
+    async fn ask(
+        &self,
+        operation: &'static str,
+        pipe: &redis::Pipeline,
+        count: usize,
+    ) -> Result<Vec<Vec<redis::Value>>, HubError> {
+        let timeout = self.inner.config.command_timeout;
+        let publisher = self.publisher()?;
+        let replies = match (&self.inner.cluster, publisher) {
+            (Some(view), _) => {
+                match tokio::time::timeout(timeout, view.on_every_node(operation, pipe, count))
+                    .await
+                {
+                    Ok(result) => result?.into_iter().map(|(_, v)| v).collect(),
+                    Err(_) => {
+                        return Err(HubError::Timeout {
+                            operation,
+                            after: timeout,
+                        });
+                    }
+                }
+            }
+            (None, Publisher::Server(mut conn)) => {
+                vec![bounded(operation, timeout, conn.req_packed_commands(pipe, 0, count)).await?]
+            }
+            (None, Publisher::Cluster(_)) => {
+                unreachable!("a cluster publisher always comes with a cluster view")
+            }
+        };
+        if replies.iter().any(|r| r.len() != count) {
+            return Err(HubError::Redis(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "wrong number of replies to a PUBSUB pipeline",
+            ))));
+        }
+        Ok(replies)
     }
 
     /// The counters plus `PUBSUB NUMPAT` (0 if Redis does not answer), as in the guide.
@@ -560,30 +829,45 @@ impl PubSubHub {
         }
     }
 
-    /// Subscriber connections this hub holds to Redis right now (live ones only).
+    /// Subscriber connections this hub holds to Redis right now (live ones only). A shard
+    /// subscription holds one per master its channels live on.
     pub fn subscriber_connections(&self) -> usize {
-        if self.inner.shared_links.is_empty() {
-            self.subscriptions()
-                .iter()
-                .filter(|s| s.status() == SubscriptionStatus::Live)
-                .count()
-        } else {
-            self.inner
-                .shared_links
-                .iter()
-                .filter(|l| l.status() == SubscriptionStatus::Live)
-                .count()
-        }
+        let mut seen = HashSet::new();
+        let open: u64 = self
+            .links()
+            .into_iter()
+            .filter(|l| seen.insert(l.id))
+            .map(|l| l.open_connections())
+            .sum();
+        open as usize
     }
 
-    /// Distinct channels and patterns subscribed on Redis through the shared links
-    /// (0 in dedicated mode).
+    /// Distinct channels, patterns and shard channels subscribed on Redis through the
+    /// shared links (0 in dedicated mode).
     pub fn shared_redis_targets(&self) -> u64 {
         self.inner
             .shared_links
             .iter()
+            .chain(&self.inner.shared_shard_links)
             .map(|l| l.redis_targets())
             .sum()
+    }
+
+    /// Every link of the hub: the shared ones, or those of the subscriptions.
+    fn links(&self) -> Vec<Arc<Link>> {
+        if self.inner.shared_links.is_empty() {
+            self.subscriptions()
+                .iter()
+                .flat_map(|s| s.links().to_vec())
+                .collect()
+        } else {
+            self.inner
+                .shared_links
+                .iter()
+                .chain(&self.inner.shared_shard_links)
+                .cloned()
+                .collect()
+        }
     }
 }
 
@@ -611,7 +895,7 @@ impl Drop for HubInner {
         for sub in registry.subs.values() {
             sub.abandon();
         }
-        for link in &self.shared_links {
+        for link in self.shared_links.iter().chain(&self.shared_shard_links) {
             link.abandon();
         }
     }
@@ -634,24 +918,37 @@ fn shard_of(kind: TargetKind, target: &str, links: usize) -> usize {
     (h.finish() % links as u64) as usize
 }
 
-fn sorted_names(names: Vec<Vec<u8>>) -> Vec<String> {
-    let mut names: Vec<String> = names
-        .into_iter()
-        .map(|n| String::from_utf8_lossy(&n).into_owned())
-        .collect();
-    names.sort();
-    names
+/// Moves reply `i` out of a node's replies.
+fn take(replies: &mut [redis::Value], i: usize) -> redis::Value {
+    std::mem::replace(&mut replies[i], redis::Value::Nil)
 }
 
-fn numsub_pairs(flat: Vec<redis::Value>) -> Result<BTreeMap<String, i64>, HubError> {
-    let mut out = BTreeMap::new();
-    let mut it = flat.into_iter();
-    while let (Some(name), Some(count)) = (it.next(), it.next()) {
-        let name: Vec<u8> = redis::from_redis_value(name).map_err(redis::RedisError::from)?;
-        let count: i64 = redis::from_redis_value(count).map_err(redis::RedisError::from)?;
-        out.insert(String::from_utf8_lossy(&name).into_owned(), count);
+/// A reply that must not be a server error.
+fn ok(value: redis::Value) -> Result<redis::Value, HubError> {
+    match value {
+        redis::Value::ServerError(e) => Err(HubError::Redis(e.into())),
+        value => Ok(value),
     }
-    Ok(out)
+}
+
+fn array(value: redis::Value) -> Result<Vec<redis::Value>, HubError> {
+    Ok(redis::from_redis_value(ok(value)?).map_err(redis::RedisError::from)?)
+}
+
+fn int(value: redis::Value) -> Result<i64, HubError> {
+    Ok(redis::from_redis_value(ok(value)?).map_err(redis::RedisError::from)?)
+}
+
+/// Adds a `PUBSUB CHANNELS`-style reply to a set of names (lossy UTF-8).
+fn add_names(into: &mut BTreeSet<String>, value: redis::Value) -> Result<(), HubError> {
+    let names: Vec<Vec<u8>> =
+        redis::from_redis_value(ok(value)?).map_err(redis::RedisError::from)?;
+    into.extend(
+        names
+            .into_iter()
+            .map(|n| String::from_utf8_lossy(&n).into_owned()),
+    );
+    Ok(())
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -48,11 +48,13 @@
 //! - `link` (private) — one Redis subscribe connection owned by one task, with routing,
 //!   reference counting, keep-alive PING and reconnect.
 
+mod cluster;
 pub mod config;
 pub mod error;
 pub mod hub;
 mod link;
 pub mod message;
+mod shard;
 pub mod subscription;
 
 pub use config::{

@@ -8,8 +8,12 @@
 //! The task is the only owner of the connection (everyone else sends it a [`Command`]), it
 //! never waits on a consumer, and when the connection is lost it reconnects with capped,
 //! jittered backoff and subscribes every routed target again. It never gives up.
+//!
+//! This module serves exact channels and patterns over one connection. Shard channels
+//! need a connection per master and live in [`crate::shard`], which reuses the [`Link`]
+//! handle and its [`Command`]s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,9 +24,10 @@ use futures_util::{FutureExt, StreamExt};
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cluster::ClusterView;
 use crate::config::HubConfig;
-use crate::error::{HubError, bounded};
-use crate::hub::HubCounters;
+use crate::error::{HubError, bounded, connection_broken};
+use crate::hub::{HubCounters, lock};
 use crate::message::{Payload, ReceivedMessage, now_ms};
 use crate::subscription::{Event, Subscription, SubscriptionStatus, TargetKind};
 
@@ -33,18 +38,39 @@ const DISPATCH_BATCH: usize = 256;
 
 static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Handle to a link task.
+/// Handle to a link task (a plain link here, or a shard link from [`crate::shard`]).
 pub(crate) struct Link {
-    id: u64,
+    pub(crate) id: u64,
     commands: mpsc::UnboundedSender<Command>,
     /// The hub's counters, touched on every message and status change.
-    counters: Arc<HubCounters>,
-    status: Mutex<SubscriptionStatus>,
+    pub(crate) counters: Arc<HubCounters>,
+    state: Mutex<LinkState>,
     /// Targets currently subscribed on Redis through this link (for shared-mode reporting).
-    redis_targets: AtomicU64,
+    pub(crate) redis_targets: AtomicU64,
+    /// Redis connections the task holds open right now (`subscriber_connections`).
+    pub(crate) open_connections: AtomicU64,
 }
 
-enum Command {
+/// What a link reports to the subscriptions it serves.
+struct LinkState {
+    status: SubscriptionStatus,
+    /// `None`: the status applies to every subscription on the link (one connection).
+    /// `Some(ids)`: while the link is not live, only these subscriptions are affected; the
+    /// others' targets sit on connections that are fine (shard links, one per master).
+    affected: Option<HashSet<u64>>,
+}
+
+/// Where a plain link opens its connection.
+#[derive(Clone)]
+pub(crate) enum Endpoint {
+    /// One Redis server.
+    Server(redis::Client),
+    /// Any reachable node of a cluster: a PUBLISH on any node reaches subscribers on every
+    /// node over the cluster bus, so a plain link may live anywhere and move on reconnect.
+    Cluster(Arc<ClusterView>),
+}
+
+pub(crate) enum Command {
     Attach {
         sub: Arc<Subscription>,
         targets: Vec<String>,
@@ -60,28 +86,47 @@ enum Command {
 }
 
 impl Link {
-    /// Starts a link task. A `dedicated` link ends when its last subscription detaches.
-    pub(crate) fn spawn(
-        client: redis::Client,
-        config: Arc<HubConfig>,
+    /// A handle and the command queue its task reads.
+    pub(crate) fn handle(
         counters: Arc<HubCounters>,
-        dedicated: bool,
-    ) -> Arc<Link> {
+        status: SubscriptionStatus,
+        per_subscription_status: bool,
+    ) -> (Arc<Link>, mpsc::UnboundedReceiver<Command>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let link = Arc::new(Link {
             id: NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed),
             commands: tx,
             counters,
-            status: Mutex::new(SubscriptionStatus::Reconnecting {
+            state: Mutex::new(LinkState {
+                status,
+                affected: per_subscription_status.then(HashSet::new),
+            }),
+            redis_targets: AtomicU64::new(0),
+            open_connections: AtomicU64::new(0),
+        });
+        (link, rx)
+    }
+
+    /// Starts a plain (channel and pattern) link task. A `dedicated` link ends when its last
+    /// subscription detaches.
+    pub(crate) fn spawn(
+        endpoint: Endpoint,
+        config: Arc<HubConfig>,
+        counters: Arc<HubCounters>,
+        dedicated: bool,
+    ) -> Arc<Link> {
+        let (link, rx) = Link::handle(
+            counters,
+            SubscriptionStatus::Reconnecting {
                 since_ms: now_ms(),
                 attempts: 0,
                 last_error: "not connected yet".into(),
-            }),
-            redis_targets: AtomicU64::new(0),
-        });
+            },
+            false,
+        );
         let task = LinkTask {
             link: Arc::clone(&link),
-            client,
+            endpoint,
             config,
             dedicated,
             commands: rx,
@@ -93,11 +138,16 @@ impl Link {
         link
     }
 
-    pub(crate) fn status(&self) -> SubscriptionStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The status as subscription `sub_id` sees it: a shard link that lost one master is
+    /// still live for subscriptions whose channels live on the other masters.
+    pub(crate) fn status_for(&self, sub_id: u64) -> SubscriptionStatus {
+        let state = lock(&self.state);
+        match (&state.status, &state.affected) {
+            (SubscriptionStatus::Reconnecting { .. }, Some(ids)) if !ids.contains(&sub_id) => {
+                SubscriptionStatus::Live
+            }
+            (status, _) => status.clone(),
+        }
     }
 
     /// Distinct channels and patterns this link holds on Redis.
@@ -105,8 +155,27 @@ impl Link {
         self.redis_targets.load(Ordering::Relaxed)
     }
 
-    fn set_status(&self, status: SubscriptionStatus) {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    /// Redis connections the link holds open.
+    pub(crate) fn open_connections(&self) -> u64 {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_status(&self, status: SubscriptionStatus) {
+        lock(&self.state).status = status;
+        self.counters.touch();
+    }
+
+    /// Sets the status and which subscriptions it concerns (per-subscription links only);
+    /// watchers are woken only if something changed.
+    pub(crate) fn set_status_for(&self, status: SubscriptionStatus, affected: HashSet<u64>) {
+        let mut state = lock(&self.state);
+        let affected = Some(affected);
+        if state.status == status && state.affected == affected {
+            return;
+        }
+        state.status = status;
+        state.affected = affected;
+        drop(state);
         self.counters.touch();
     }
 
@@ -175,7 +244,7 @@ type PingFuture = Pin<Box<dyn Future<Output = Result<(), HubError>> + Send>>;
 
 struct LinkTask {
     link: Arc<Link>,
-    client: redis::Client,
+    endpoint: Endpoint,
     config: Arc<HubConfig>,
     dedicated: bool,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -191,6 +260,7 @@ impl LinkTask {
     async fn run(mut self) {
         let mut connection = match self.connect().await {
             Ok(c) => {
+                self.link.open_connections.store(1, Ordering::Relaxed);
                 self.link.set_status(SubscriptionStatus::Live);
                 Some(c)
             }
@@ -212,6 +282,7 @@ impl LinkTask {
                         self.last_error = error.clone();
                         attempts = 0;
                         since_ms = now_ms();
+                        self.link.open_connections.store(0, Ordering::Relaxed);
                         self.set_reconnecting(since_ms, 0);
                         self.link.redis_targets.store(0, Ordering::Relaxed);
                         for sub in self.distinct_subs() {
@@ -232,6 +303,7 @@ impl LinkTask {
                                 attempts,
                                 "subscriber connection re-established"
                             );
+                            self.link.open_connections.store(1, Ordering::Relaxed);
                             self.link.set_status(SubscriptionStatus::Live);
                             for sub in self.distinct_subs() {
                                 sub.notify(Event::Reconnected);
@@ -249,6 +321,7 @@ impl LinkTask {
             }
         }
         drop(connection);
+        self.link.open_connections.store(0, Ordering::Relaxed);
         self.link.set_status(SubscriptionStatus::Closed);
         self.link.redis_targets.store(0, Ordering::Relaxed);
         for reply in self.exit_replies.drain(..) {
@@ -276,12 +349,17 @@ impl LinkTask {
 
     /// Opens a connection and subscribes every routed target.
     async fn connect(&self) -> Result<Connection, HubError> {
-        let pubsub = bounded(
-            "connect",
-            self.config.connect_timeout,
-            self.client.get_async_pubsub(),
-        )
-        .await?;
+        let pubsub = match &self.endpoint {
+            Endpoint::Server(client) => {
+                bounded(
+                    "connect",
+                    self.config.connect_timeout,
+                    client.get_async_pubsub(),
+                )
+                .await?
+            }
+            Endpoint::Cluster(view) => view.open_pubsub(self.link.id).await?,
+        };
         let (mut sink, stream) = pubsub.split();
         for kind in [TargetKind::Channel, TargetKind::Pattern] {
             let targets: Vec<&str> = self
@@ -510,19 +588,6 @@ impl LinkTask {
     }
 }
 
-/// True when the error means the connection can no longer be trusted.
-fn connection_broken(e: &HubError) -> bool {
-    match e {
-        HubError::Redis(e) => {
-            e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_timeout()
-                || e.is_unrecoverable_error()
-        }
-        _ => true,
-    }
-}
-
 async fn subscribe_on(
     sink: &mut PubSubSink,
     kind: TargetKind,
@@ -535,6 +600,7 @@ async fn subscribe_on(
     match kind {
         TargetKind::Channel => bounded("SUBSCRIBE", timeout, sink.subscribe(targets)).await,
         TargetKind::Pattern => bounded("PSUBSCRIBE", timeout, sink.psubscribe(targets)).await,
+        TargetKind::Shard => Err(not_plain()),
     }
 }
 
@@ -550,7 +616,13 @@ async fn unsubscribe_on(
     match kind {
         TargetKind::Channel => bounded("UNSUBSCRIBE", timeout, sink.unsubscribe(targets)).await,
         TargetKind::Pattern => bounded("PUNSUBSCRIBE", timeout, sink.punsubscribe(targets)).await,
+        TargetKind::Shard => Err(not_plain()),
     }
+}
+
+/// Shard channels are never routed to a plain link (the hub sends them to shard links).
+fn not_plain() -> HubError {
+    HubError::InvalidTarget("shard channels need a shard link".into())
 }
 
 /// Exponential backoff from `reconnect_min`, capped at `reconnect_max`, with the delay drawn

@@ -23,6 +23,9 @@ pub enum TargetKind {
     Channel,
     /// Glob patterns (`PSUBSCRIBE`): `*`, `?`, `[abc]`.
     Pattern,
+    /// Shard channels (`SSUBSCRIBE`, Redis 7+): exact names that live on the master owning
+    /// their hash slot and receive only `SPUBLISH`.
+    Shard,
 }
 
 impl TargetKind {
@@ -31,6 +34,7 @@ impl TargetKind {
         match self {
             TargetKind::Channel => "channel",
             TargetKind::Pattern => "pattern",
+            TargetKind::Shard => "shard",
         }
     }
 }
@@ -155,7 +159,7 @@ impl Subscription {
         let _ = self.links.set(links);
     }
 
-    fn links(&self) -> &[Arc<Link>] {
+    pub(crate) fn links(&self) -> &[Arc<Link>] {
         self.links.get().map(Vec::as_slice).unwrap_or(&[])
     }
 
@@ -169,7 +173,7 @@ impl Subscription {
         &self.targets
     }
 
-    /// Channel or pattern.
+    /// Channel, pattern or shard channel.
     pub fn kind(&self) -> TargetKind {
         self.kind
     }
@@ -212,7 +216,7 @@ impl Subscription {
             return SubscriptionStatus::Closed;
         }
         for link in self.links() {
-            match link.status() {
+            match link.status_for(self.id) {
                 SubscriptionStatus::Live => {}
                 other => return other,
             }
@@ -314,6 +318,9 @@ impl Subscription {
 
     /// Called by the link's reader for each message routed here. Never waits.
     pub(crate) fn deliver(&self, message: &Arc<ReceivedMessage>) {
+        // Counted first, so a consumer that has the message also sees it counted.
+        self.received.fetch_add(1, Ordering::Relaxed);
+        self.counters.received_total.fetch_add(1, Ordering::Relaxed);
         {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if self.buffer_size > 0 {
@@ -326,8 +333,6 @@ impl Subscription {
                 let _ = tx.send(Event::Message(Arc::clone(message)));
             }
         }
-        self.received.fetch_add(1, Ordering::Relaxed);
-        self.counters.received_total.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Tells consumers about a connection event; counts reconnects.

@@ -1,0 +1,722 @@
+//! Shard links: the subscriber side of sharded pub/sub (`SSUBSCRIBE`, Redis 7+).
+//!
+//! A shard channel lives on the master that owns its hash slot, and Redis refuses an
+//! `SSUBSCRIBE` whose channels span slots. So a shard link keeps one connection per master
+//! it needs (on a single server, just one) and subscribes channel by channel, pipelined.
+//! Like a plain link it is a task that owns its connections, routes every `smessage` to the
+//! local subscriptions of its channel and never waits on a consumer; the [`Link`] handle and
+//! its [`Command`]s are shared with [`crate::link`].
+//!
+//! # Why RESP3 and a multiplexed connection
+//! redis-rs's RESP2 pub/sub connection has no `SSUBSCRIBE` and drops the connection on an
+//! `smessage` it cannot parse. A RESP3 [`MultiplexedConnection`] can send any command, and
+//! hands every push (`smessage`, the server's own `sunsubscribe`, its disconnect notice) to
+//! a push sender; ours tags each push with the connection's generation and queues it to
+//! this task.
+//!
+//! # Losing a node
+//! A connection is lost when its socket closes, a keep-alive PING fails, a command times
+//! out, or Redis ends a shard subscription we did not end ourselves: Redis 7 sends
+//! `sunsubscribe` to shard subscribers when their slot moves (failover, resharding). Such
+//! an unsolicited push may also have been taken by redis-rs as the reply to a request in
+//! flight on that connection, so the connection is not trusted afterwards: it is dropped,
+//! and every channel it carried is lost, not just the one whose slot moved. Lost channels
+//! are *pending*; their subscriptions get [`Event::Disconnected`] and report
+//! `Reconnecting`. With capped, jittered backoff the task refreshes the cluster topology
+//! and subscribes the pending channels on their (possibly new) owners; a subscription gets
+//! [`Event::Reconnected`] once none of its channels is pending. Subscriptions whose
+//! channels live on healthy masters stay `Live` throughout.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, PushInfo, PushKind, ServerErrorKind, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::cluster::{ClusterView, NodeAddr, slot_of};
+use crate::config::HubConfig;
+use crate::error::{HubError, bounded};
+use crate::hub::HubCounters;
+use crate::link::{Command, Link, backoff_delay};
+use crate::message::{Payload, ReceivedMessage, now_ms};
+use crate::subscription::{Event, Subscription, SubscriptionStatus};
+
+/// Most messages dispatched in a row before the task looks at its commands again.
+const DISPATCH_BATCH: usize = 256;
+
+/// Where shard channels live.
+pub(crate) enum Resolver {
+    /// One Redis 7 server owns every channel.
+    Server {
+        /// The hub's client switched to RESP3.
+        client: redis::Client,
+        addr: NodeAddr,
+    },
+    /// The master owning the channel's slot.
+    Cluster(Arc<ClusterView>),
+}
+
+impl Resolver {
+    fn owner(&self, channel: &str) -> Result<NodeAddr, HubError> {
+        match self {
+            Resolver::Server { addr, .. } => Ok(addr.clone()),
+            Resolver::Cluster(view) => {
+                let slot = slot_of(channel.as_bytes());
+                view.owner(slot).ok_or_else(|| {
+                    HubError::Unavailable(format!("no master owns slot {slot} of {channel:?}"))
+                })
+            }
+        }
+    }
+
+    fn client(&self, addr: &NodeAddr) -> Result<redis::Client, HubError> {
+        match self {
+            Resolver::Server { client, .. } => Ok(client.clone()),
+            Resolver::Cluster(view) => view.client(addr, true),
+        }
+    }
+
+    async fn refresh(&self) -> Result<(), HubError> {
+        match self {
+            Resolver::Server { .. } => Ok(()),
+            Resolver::Cluster(view) => view.refresh().await,
+        }
+    }
+}
+
+/// Starts a shard link task. A `dedicated` link ends when its last subscription detaches.
+/// It opens no connection until a channel is attached.
+pub(crate) fn spawn(
+    resolver: Arc<Resolver>,
+    config: Arc<HubConfig>,
+    counters: Arc<HubCounters>,
+    dedicated: bool,
+) -> Arc<Link> {
+    let (link, commands) = Link::handle(counters, SubscriptionStatus::Live, true);
+    let (push_tx, pushes) = mpsc::unbounded_channel();
+    let task = ShardTask {
+        link: Arc::clone(&link),
+        resolver,
+        config,
+        dedicated,
+        commands,
+        push_tx,
+        pushes,
+        routes: HashMap::new(),
+        placed: HashMap::new(),
+        pending: BTreeSet::new(),
+        nodes: HashMap::new(),
+        next_generation: 1,
+        expected_sunsubscribes: HashMap::new(),
+        disconnected: HashMap::new(),
+        recovery: None,
+        last_error: String::new(),
+        exit_replies: Vec::new(),
+    };
+    tokio::spawn(task.run());
+    link
+}
+
+/// One RESP3 connection to one node.
+struct NodeConn {
+    /// Tags this connection's pushes; a new connection to the same node gets a new one, so
+    /// pushes from a dropped connection are recognised and ignored.
+    generation: u64,
+    conn: MultiplexedConnection,
+    pinging: bool,
+}
+
+/// Present while some routed channel is not subscribed anywhere.
+struct Recovery {
+    since_ms: u64,
+    attempts: u32,
+    next_at: Instant,
+}
+
+type PingFuture = Pin<Box<dyn Future<Output = (NodeAddr, u64, Result<(), HubError>)> + Send>>;
+
+/// What came back from one pipelined `SSUBSCRIBE` round on one node.
+#[derive(Default)]
+struct Placement {
+    confirmed: Vec<String>,
+    /// Answered `MOVED` / `ASK`: our topology is stale.
+    moved: Vec<String>,
+    /// The first other refusal (e.g. `CLUSTERDOWN`, an ACL error).
+    refused: Option<HubError>,
+}
+
+struct ShardTask {
+    link: Arc<Link>,
+    resolver: Arc<Resolver>,
+    config: Arc<HubConfig>,
+    dedicated: bool,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// Cloned into every connection's push sender; keeping it here means `pushes` never ends.
+    push_tx: mpsc::UnboundedSender<(u64, PushInfo)>,
+    pushes: mpsc::UnboundedReceiver<(u64, PushInfo)>,
+    /// Channel → the subscriptions that want it. Every key is either placed or pending.
+    routes: HashMap<String, Vec<Arc<Subscription>>>,
+    /// Channels Redis has confirmed, and the node they are subscribed on.
+    placed: HashMap<String, NodeAddr>,
+    /// Routed channels that are not subscribed anywhere right now.
+    pending: BTreeSet<String>,
+    nodes: HashMap<NodeAddr, NodeConn>,
+    next_generation: u64,
+    /// `sunsubscribe` pushes we caused, per (connection generation, channel); any other one
+    /// is Redis telling us the slot moved.
+    expected_sunsubscribes: HashMap<(u64, String), u32>,
+    /// Subscriptions told `Disconnected` and not yet `Reconnected`.
+    disconnected: HashMap<u64, Arc<Subscription>>,
+    recovery: Option<Recovery>,
+    last_error: String,
+    /// Answered after the connections are dropped, so callers know they are gone.
+    exit_replies: Vec<oneshot::Sender<()>>,
+}
+
+impl ShardTask {
+    async fn run(mut self) {
+        let mut pings: FuturesUnordered<PingFuture> = FuturesUnordered::new();
+        let mut ping_timer = tokio::time::interval_at(
+            Instant::now() + self.config.ping_interval,
+            self.config.ping_interval,
+        );
+        ping_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let retry_at = self.recovery.as_ref().map(|r| r.next_at);
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => {
+                    let Some(command) = command else { break };
+                    if self.handle(command).await {
+                        break;
+                    }
+                }
+                Some((generation, push)) = self.pushes.recv() => {
+                    self.on_push(generation, push);
+                    for _ in 0..DISPATCH_BATCH {
+                        match self.pushes.try_recv() {
+                            Ok((generation, push)) => self.on_push(generation, push),
+                            Err(_) => break,
+                        }
+                    }
+                    self.publish_state();
+                }
+                Some((addr, generation, result)) = pings.next(), if !pings.is_empty() => {
+                    let current = self.nodes.get_mut(&addr).filter(|n| n.generation == generation);
+                    if let Some(node) = current {
+                        node.pinging = false;
+                        if let Err(e) = result {
+                            self.lose_node(&addr, format!("keep-alive PING to {addr} failed: {e}"));
+                            self.publish_state();
+                        }
+                    }
+                }
+                _ = ping_timer.tick() => {
+                    let timeout = self.config.command_timeout;
+                    for (addr, node) in self.nodes.iter_mut().filter(|(_, n)| !n.pinging) {
+                        node.pinging = true;
+                        let (addr, generation, mut conn) = (addr.clone(), node.generation, node.conn.clone());
+                        pings.push(Box::pin(async move {
+                            let result = bounded(
+                                "PING",
+                                timeout,
+                                redis::cmd("PING").query_async::<Value>(&mut conn),
+                            )
+                            .await
+                            .map(drop);
+                            (addr, generation, result)
+                        }));
+                    }
+                }
+                _ = sleep_until(retry_at), if retry_at.is_some() => {
+                    self.recover().await;
+                    self.publish_state();
+                }
+            }
+        }
+        self.nodes.clear();
+        self.link.open_connections.store(0, Ordering::Relaxed);
+        self.link.redis_targets.store(0, Ordering::Relaxed);
+        self.link.set_status(SubscriptionStatus::Closed);
+        for reply in self.exit_replies.drain(..) {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Handles one command; `true` means the task should end.
+    async fn handle(&mut self, command: Command) -> bool {
+        match command {
+            Command::Attach {
+                sub,
+                targets,
+                reply,
+            } => {
+                let result = self.attach(&targets).await;
+                if result.is_ok() {
+                    for target in targets {
+                        self.routes
+                            .entry(target)
+                            .or_default()
+                            .push(Arc::clone(&sub));
+                    }
+                }
+                self.pending.retain(|ch| self.routes.contains_key(ch));
+                self.reconcile();
+                self.publish_state();
+                let _ = reply.send(result);
+                false
+            }
+            Command::Detach { sub_id, reply } => {
+                let mut released = Vec::new();
+                self.routes.retain(|channel, subs| {
+                    subs.retain(|s| s.id != sub_id);
+                    if subs.is_empty() {
+                        released.push(channel.clone());
+                    }
+                    !subs.is_empty()
+                });
+                self.disconnected.remove(&sub_id);
+                self.release(&released).await;
+                self.reconcile();
+                self.publish_state();
+                if self.dedicated && self.routes.is_empty() {
+                    self.exit_replies.push(reply);
+                    return true;
+                }
+                let _ = reply.send(());
+                false
+            }
+            Command::Shutdown { reply } => {
+                self.exit_replies.push(reply);
+                true
+            }
+        }
+    }
+
+    /// Subscribes the channels among `targets` that are not subscribed yet (new ones, and
+    /// pending ones, which get a fresh chance). On failure the new channels no one else
+    /// routes are released again.
+    async fn attach(&mut self, targets: &[String]) -> Result<(), HubError> {
+        let wanted: Vec<String> = targets
+            .iter()
+            .filter(|t| !self.placed.contains_key(*t))
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let result = self.place(&wanted).await;
+        for channel in &wanted {
+            if self.placed.contains_key(channel) {
+                self.pending.remove(channel);
+            }
+        }
+        if result.is_err() {
+            let orphans: Vec<String> = wanted
+                .into_iter()
+                .filter(|ch| !self.routes.contains_key(ch))
+                .collect();
+            self.release(&orphans).await;
+        }
+        result
+    }
+
+    /// Subscribes `channels` on their owners; a `MOVED` answer refreshes the topology and
+    /// tries once more. Placed channels are recorded even if others fail.
+    async fn place(&mut self, channels: &[String]) -> Result<(), HubError> {
+        let mut todo: Vec<String> = channels.to_vec();
+        let mut error: Option<HubError> = None;
+        for round in 0..2 {
+            if todo.is_empty() {
+                break;
+            }
+            if round > 0 {
+                if let Err(e) = self.resolver.refresh().await {
+                    error.get_or_insert(e);
+                    break;
+                }
+                tracing::debug!(
+                    link = self.link.id,
+                    channels = todo.len(),
+                    "retrying after MOVED"
+                );
+            }
+            let mut by_node: BTreeMap<NodeAddr, Vec<String>> = BTreeMap::new();
+            for channel in std::mem::take(&mut todo) {
+                match self.resolver.owner(&channel) {
+                    Ok(addr) => by_node.entry(addr).or_default().push(channel),
+                    Err(e) => {
+                        error.get_or_insert(e);
+                    }
+                }
+            }
+            for (addr, group) in by_node {
+                match self.subscribe_on(&addr, &group).await {
+                    Ok(placement) => {
+                        for channel in placement.confirmed {
+                            self.placed.insert(channel, addr.clone());
+                        }
+                        todo.extend(placement.moved);
+                        if let Some(e) = placement.refused {
+                            error.get_or_insert(e);
+                        }
+                    }
+                    Err(e) => {
+                        error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        if let Some(first) = todo.first() {
+            error.get_or_insert(HubError::Unavailable(format!(
+                "the slot of {first:?} keeps moving; the cluster topology is changing"
+            )));
+        }
+        error.map_or(Ok(()), Err)
+    }
+
+    /// One pipelined round of single-channel `SSUBSCRIBE`s on `addr` (channels in different
+    /// slots cannot share one command). A broken or confused connection is dropped.
+    async fn subscribe_on(
+        &mut self,
+        addr: &NodeAddr,
+        channels: &[String],
+    ) -> Result<Placement, HubError> {
+        let mut conn = self.node_conn(addr).await?;
+        let mut pipe = redis::pipe();
+        for channel in channels {
+            pipe.cmd("SSUBSCRIBE").arg(channel);
+        }
+        let replies = match bounded(
+            "SSUBSCRIBE",
+            self.config.command_timeout,
+            conn.req_packed_commands(&pipe, 0, channels.len()),
+        )
+        .await
+        {
+            Ok(replies) => replies,
+            Err(e) => {
+                self.lose_node(addr, format!("SSUBSCRIBE on {addr} failed: {e}"));
+                return Err(e);
+            }
+        };
+        let mut placement = Placement::default();
+        for (channel, reply) in channels.iter().zip(replies) {
+            match reply {
+                Value::Push {
+                    kind: PushKind::SSubscribe,
+                    data,
+                } if matches!(data.first(), Some(Value::BulkString(b)) if b == channel.as_bytes()) =>
+                {
+                    placement.confirmed.push(channel.clone());
+                }
+                Value::ServerError(e)
+                    if matches!(
+                        e.kind(),
+                        Some(ServerErrorKind::Moved | ServerErrorKind::Ask)
+                    ) =>
+                {
+                    placement.moved.push(channel.clone());
+                }
+                Value::ServerError(e) => {
+                    placement
+                        .refused
+                        .get_or_insert(HubError::Redis(redis::RedisError::from(e)));
+                }
+                other => {
+                    // Most likely an unsolicited push taken as a reply: the pairing of
+                    // requests and replies on this connection is off.
+                    let why = format!("unexpected reply to SSUBSCRIBE on {addr}: {other:?}");
+                    self.lose_node(addr, why.clone());
+                    return Err(HubError::Unavailable(why));
+                }
+            }
+        }
+        Ok(placement)
+    }
+
+    /// `SUNSUBSCRIBE`s placed `channels` and forgets them; pending ones are just forgotten.
+    /// Connections left without channels are closed.
+    async fn release(&mut self, channels: &[String]) {
+        let mut by_node: BTreeMap<NodeAddr, Vec<String>> = BTreeMap::new();
+        for channel in channels {
+            self.pending.remove(channel);
+            if let Some(addr) = self.placed.remove(channel) {
+                by_node.entry(addr).or_default().push(channel.clone());
+            }
+        }
+        for (addr, group) in by_node {
+            let Some(node) = self.nodes.get(&addr) else {
+                continue;
+            };
+            let (generation, mut conn) = (node.generation, node.conn.clone());
+            let mut pipe = redis::pipe();
+            for channel in &group {
+                pipe.cmd("SUNSUBSCRIBE").arg(channel);
+                *self
+                    .expected_sunsubscribes
+                    .entry((generation, channel.clone()))
+                    .or_default() += 1;
+            }
+            if let Err(e) = bounded(
+                "SUNSUBSCRIBE",
+                self.config.command_timeout,
+                conn.req_packed_commands(&pipe, 0, group.len()),
+            )
+            .await
+            {
+                self.lose_node(&addr, format!("SUNSUBSCRIBE on {addr} failed: {e}"));
+            }
+        }
+        let in_use: HashSet<&NodeAddr> = self.placed.values().collect();
+        let idle: Vec<NodeAddr> = self
+            .nodes
+            .keys()
+            .filter(|addr| !in_use.contains(addr))
+            .cloned()
+            .collect();
+        for addr in idle {
+            self.drop_node(&addr);
+        }
+    }
+
+    /// The connection to `addr`, opened (RESP3, with our push sender) if there is none.
+    async fn node_conn(&mut self, addr: &NodeAddr) -> Result<MultiplexedConnection, HubError> {
+        if let Some(node) = self.nodes.get(addr) {
+            return Ok(node.conn.clone());
+        }
+        let client = self.resolver.client(addr)?;
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let tx = self.push_tx.clone();
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.connect_timeout))
+            .set_response_timeout(Some(self.config.command_timeout))
+            .set_push_sender(move |info: PushInfo| tx.send((generation, info)));
+        let conn = bounded(
+            "connect",
+            self.config.connect_timeout + self.config.command_timeout,
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await?;
+        self.nodes.insert(
+            addr.clone(),
+            NodeConn {
+                generation,
+                conn: conn.clone(),
+                pinging: false,
+            },
+        );
+        self.link
+            .open_connections
+            .store(self.nodes.len() as u64, Ordering::Relaxed);
+        Ok(conn)
+    }
+
+    /// Closes the connection to `addr` (dropping the last handle ends redis-rs's driver).
+    fn drop_node(&mut self, addr: &NodeAddr) -> Option<NodeConn> {
+        let node = self.nodes.remove(addr)?;
+        self.expected_sunsubscribes
+            .retain(|(generation, _), _| *generation != node.generation);
+        self.link
+            .open_connections
+            .store(self.nodes.len() as u64, Ordering::Relaxed);
+        Some(node)
+    }
+
+    /// The connection to `addr` is gone or untrusted: drop it, make its channels pending,
+    /// tell their subscriptions, and schedule a recovery.
+    fn lose_node(&mut self, addr: &NodeAddr, reason: String) {
+        if self.drop_node(addr).is_none() {
+            return;
+        }
+        let lost: Vec<String> = self
+            .placed
+            .iter()
+            .filter(|(_, a)| *a == addr)
+            .map(|(ch, _)| ch.clone())
+            .collect();
+        self.last_error = reason.clone();
+        if lost.is_empty() {
+            return;
+        }
+        tracing::warn!(link = self.link.id, node = %addr, channels = lost.len(), error = %reason, "shard subscriber connection lost; resubscribing");
+        for channel in &lost {
+            self.placed.remove(channel);
+            self.pending.insert(channel.clone());
+            for sub in self.routes.get(channel).into_iter().flatten() {
+                if let std::collections::hash_map::Entry::Vacant(entry) =
+                    self.disconnected.entry(sub.id)
+                {
+                    entry.insert(Arc::clone(sub));
+                    sub.notify(Event::Disconnected {
+                        error: reason.clone(),
+                    });
+                }
+            }
+        }
+        if self.recovery.is_none() {
+            self.recovery = Some(Recovery {
+                since_ms: now_ms(),
+                attempts: 0,
+                next_at: Instant::now() + backoff_delay(&self.config, 0),
+            });
+        }
+    }
+
+    fn on_push(&mut self, generation: u64, push: PushInfo) {
+        match push.kind {
+            PushKind::SMessage => self.dispatch(push.data),
+            PushKind::SUnsubscribe => {
+                let Some(addr) = self.addr_of(generation) else {
+                    return;
+                };
+                let channel = match push.data.first() {
+                    Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    _ => String::new(),
+                };
+                let key = (generation, channel);
+                if let Some(n) = self.expected_sunsubscribes.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.expected_sunsubscribes.remove(&key);
+                    }
+                    return;
+                }
+                let reason = format!(
+                    "{addr} ended the shard subscription to {:?} (its slot moved to another node)",
+                    key.1
+                );
+                self.lose_node(&addr, reason);
+            }
+            PushKind::Disconnection => {
+                if let Some(addr) = self.addr_of(generation) {
+                    self.lose_node(&addr, format!("connection to {addr} closed"));
+                }
+            }
+            // Confirmations of our own commands (also returned as their replies), and kinds
+            // a shard connection never subscribes to.
+            _ => {}
+        }
+    }
+
+    fn addr_of(&self, generation: u64) -> Option<NodeAddr> {
+        self.nodes
+            .iter()
+            .find(|(_, n)| n.generation == generation)
+            .map(|(addr, _)| addr.clone())
+    }
+
+    /// Routes one `smessage` (channel, payload) to every local subscription of the channel.
+    fn dispatch(&self, data: Vec<Value>) {
+        let mut data = data.into_iter();
+        let (Some(Value::BulkString(channel)), Some(payload)) = (data.next(), data.next()) else {
+            return;
+        };
+        let channel = String::from_utf8(channel)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let Some(subs) = self.routes.get(&channel) else {
+            return;
+        };
+        let payload = match payload {
+            Value::BulkString(bytes) => bytes,
+            _ => Vec::new(),
+        };
+        let message = Arc::new(ReceivedMessage::new(
+            channel,
+            None,
+            Payload::from_bytes(payload),
+        ));
+        for sub in subs {
+            sub.deliver(&message);
+        }
+        self.link.counters.touch();
+    }
+
+    /// One recovery attempt: refresh the topology, then subscribe every pending channel on
+    /// its owner.
+    async fn recover(&mut self) {
+        let todo: Vec<String> = self.pending.iter().cloned().collect();
+        let result = match self.resolver.refresh().await {
+            Ok(()) => self.place(&todo).await,
+            Err(e) => Err(e),
+        };
+        for channel in &todo {
+            if self.placed.contains_key(channel) {
+                self.pending.remove(channel);
+            }
+        }
+        if let Err(e) = result {
+            self.last_error = e.to_string();
+        }
+        if let Some(recovery) = self.recovery.as_mut()
+            && !self.pending.is_empty()
+        {
+            recovery.attempts = recovery.attempts.saturating_add(1);
+            recovery.next_at = Instant::now() + backoff_delay(&self.config, recovery.attempts);
+            tracing::debug!(link = self.link.id, attempts = recovery.attempts, pending = self.pending.len(), error = %self.last_error, "shard resubscribe attempt failed");
+        }
+        self.reconcile();
+    }
+
+    /// Ends the recovery when nothing is pending, and tells every disconnected subscription
+    /// whose channels are all subscribed again.
+    fn reconcile(&mut self) {
+        if self.pending.is_empty() && self.recovery.take().is_some() {
+            tracing::info!(link = self.link.id, "shard subscriptions re-established");
+        }
+        let waiting = self.pending_subscriptions();
+        let back: Vec<u64> = self
+            .disconnected
+            .keys()
+            .filter(|id| !waiting.contains(id))
+            .copied()
+            .collect();
+        for id in back {
+            if let Some(sub) = self.disconnected.remove(&id) {
+                sub.notify(Event::Reconnected);
+            }
+        }
+    }
+
+    /// Subscriptions with at least one pending channel.
+    fn pending_subscriptions(&self) -> HashSet<u64> {
+        self.pending
+            .iter()
+            .filter_map(|ch| self.routes.get(ch))
+            .flatten()
+            .map(|s| s.id)
+            .collect()
+    }
+
+    fn publish_state(&self) {
+        let status = match &self.recovery {
+            None => SubscriptionStatus::Live,
+            Some(r) => SubscriptionStatus::Reconnecting {
+                since_ms: r.since_ms,
+                attempts: r.attempts,
+                last_error: self.last_error.clone(),
+            },
+        };
+        self.link
+            .redis_targets
+            .store(self.placed.len() as u64, Ordering::Relaxed);
+        self.link
+            .set_status_for(status, self.pending_subscriptions());
+    }
+}
+
+/// Sleeps until `at` (never, for `None`; the select guard keeps that branch off).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
