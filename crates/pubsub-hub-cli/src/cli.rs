@@ -295,9 +295,9 @@ impl Scenario {
     /// Every scenario, in the order they run.
     pub const ALL: [Scenario; 6] = [
         Scenario::Publish,
+        Scenario::Ceiling,
         Scenario::Fanout,
         Scenario::Latency,
-        Scenario::Ceiling,
         Scenario::Memory,
         Scenario::Dashboard,
     ];

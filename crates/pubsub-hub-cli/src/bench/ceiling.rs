@@ -1,6 +1,9 @@
 //! The machine's ceiling: `redis-benchmark` sending PUBLISH to the private server on one
 //! connection, pipelined 16 deep and not pipelined. Redis' own C client shows how fast
 //! Redis and the loopback go here; the hub's publish rows are compared with it.
+//!
+//! Each is run [`RUNS`] times and the best run is reported: a ceiling is what the machine
+//! can do, and on a shared machine the slower runs measure the neighbours.
 
 use std::time::Duration;
 
@@ -8,6 +11,9 @@ use super::progress::thousands;
 use super::report::Row;
 use super::{BENCH_CHANNEL, Bench};
 use crate::error::CliError;
+
+/// Runs of each `redis-benchmark` command; the best is reported.
+pub const RUNS: usize = 3;
 
 /// Runs `redis-benchmark -c 1 -P 16` and `-c 1 -P 1`, and relates the publish scenario's
 /// hub rows to them when that scenario ran.

@@ -114,6 +114,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), CliError> {
             return Err(CliError::failure(format!("bench {}: {e}", scenario.name())));
         }
     }
+    bench.report.finish();
     bench
         .progress
         .note(&format!("done in {:.1}s", started.elapsed().as_secs_f64()));

@@ -135,6 +135,11 @@ pub struct Meta {
     pub cpu_model: String,
     /// The private redis-server's version.
     pub redis_version: String,
+    /// `/proc/loadavg`'s 1-minute load at the start of the run: above the CPU count, other
+    /// processes were competing for the machine.
+    pub load_at_start: f64,
+    /// The same at the end (set by [`Report::finish`]).
+    pub load_at_end: f64,
 }
 
 /// Every row of a run.
@@ -164,11 +169,18 @@ impl Report {
                 cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 cpu_model: cpu_model(),
                 redis_version,
+                load_at_start: load_average(),
+                load_at_end: 0.0,
             },
             rows: Vec::new(),
             latency_curves: Vec::new(),
             notes: Vec::new(),
         }
+    }
+
+    /// Stamps the end of the run.
+    pub fn finish(&mut self) {
+        self.meta.load_at_end = load_average();
     }
 
     /// Adds a row.
@@ -221,12 +233,14 @@ impl Report {
     fn header(&self) -> String {
         let m = &self.meta;
         format!(
-            "pubsub-hub bench ({}) {} | {} CPUs, {} | redis-server {}\n",
+            "pubsub-hub bench ({}) {} | {} CPUs, {} | redis-server {} | load {:.2} at start, {:.2} at end\n",
             if m.quick { "quick" } else { "full" },
             m.date,
             m.cpus,
             m.cpu_model,
-            m.redis_version
+            m.redis_version,
+            m.load_at_start,
+            m.load_at_end
         )
     }
 
@@ -300,6 +314,14 @@ pub fn format_value(metric: &str, v: f64) -> String {
     } else {
         format!("{v:.2}")
     }
+}
+
+/// The 1-minute load average (0 if unknown).
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn cpu_model() -> String {
