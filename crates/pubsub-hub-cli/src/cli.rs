@@ -140,10 +140,11 @@ pub enum Command {
     /// Publish a message; prints how many subscribers Redis delivered it to, one line per
     /// publish.
     Publish(PublishArgs),
-    /// Subscribe to channels (or patterns) and print each message, until Ctrl-C, SIGTERM or
-    /// --count. Lag and reconnect events go to stderr.
+    /// Subscribe to channels (or patterns, or shard channels) and print each message, until
+    /// Ctrl-C, SIGTERM or --count. Lag and reconnect events go to stderr.
     Subscribe(SubscribeArgs),
-    /// Show what Redis has subscribed: PUBSUB CHANNELS, NUMSUB and NUMPAT.
+    /// Show what Redis has subscribed: PUBSUB CHANNELS, NUMSUB, NUMPAT and the shard
+    /// variants.
     Inspect(InspectArgs),
     /// Benchmark the hub against raw redis-rs and redis-benchmark on a private redis-server.
     Bench(BenchArgs),
@@ -184,6 +185,11 @@ pub struct PublishArgs {
     /// Send the bytes exactly as given instead of as JSON.
     #[arg(long)]
     pub raw: bool,
+
+    /// Publish to a shard channel (SPUBLISH, Redis 7+): only `subscribe --shard`
+    /// subscribers receive it.
+    #[arg(long)]
+    pub shard: bool,
 }
 
 /// `pubsub-hub subscribe`.
@@ -201,8 +207,12 @@ pub struct SubscribeArgs {
     pub targets: Vec<String>,
 
     /// Treat the targets as glob patterns (PSUBSCRIBE): *, ?, [abc].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "shard")]
     pub pattern: bool,
+
+    /// Treat the targets as shard channels (SSUBSCRIBE, Redis 7+).
+    #[arg(long)]
+    pub shard: bool,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -224,12 +234,16 @@ pub enum OutputFormat {
 
 /// `pubsub-hub inspect`.
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Shard channels (Redis 7+: PUBSUB SHARDCHANNELS / SHARDNUMSUB) are listed in a second
+table when there are any.")]
 pub struct InspectArgs {
-    /// Glob for PUBSUB CHANNELS.
+    /// Glob for PUBSUB CHANNELS (and SHARDCHANNELS).
     #[arg(long, default_value = "*", value_name = "GLOB")]
     pub pattern: String,
 
-    /// Channels to count with PUBSUB NUMSUB (default: every channel PUBSUB CHANNELS lists).
+    /// Channels to count with PUBSUB NUMSUB and SHARDNUMSUB (default: every channel
+    /// PUBSUB CHANNELS and SHARDCHANNELS list).
     #[arg(value_name = "CHANNEL")]
     pub channels: Vec<String>,
 

@@ -293,6 +293,46 @@ fn pattern_subscription_shows_the_matching_glob() {
 }
 
 #[test]
+fn shard_channels_round_trip_and_show_in_inspect() {
+    let server = RedisServer::start();
+    let mut sub = bin_at(&server);
+    sub.args(["subscribe", "--shard", "--count", "1", "room:7"]);
+    let mut sub = Running::spawn(sub);
+    server.wait_until(WAIT, "SHARDNUMSUB room:7 is 1", || {
+        let reply: (String, i64) =
+            redis::from_redis_value(server.cmd(&["PUBSUB", "SHARDNUMSUB", "room:7"]))
+                .expect("a SHARDNUMSUB pair");
+        reply.1 == 1
+    });
+
+    let mut inspect = bin_at(&server);
+    inspect.arg("inspect");
+    let o = run(inspect, WAIT);
+    assert_exit(&o, 0);
+    let text = stdout(&o);
+    assert!(
+        text.starts_with("no channel matching \"*\" has a subscriber"),
+        "{text}"
+    );
+    let shard_line = text
+        .lines()
+        .find(|l| l.starts_with("room:7"))
+        .expect("a shard row");
+    assert_eq!(
+        shard_line.split_whitespace().collect::<Vec<_>>(),
+        ["room:7", "1"]
+    );
+
+    let mut publish = bin_at(&server);
+    publish.args(["publish", "--shard", "room:7", "hi"]);
+    let o = run(publish, WAIT);
+    assert_exit(&o, 0);
+    assert_eq!(stdout(&o), "1\n");
+    assert_eq!(sub.next_line("shard message"), r#"room:7 "hi""#);
+    assert_eq!(sub.wait(WAIT), Some(0));
+}
+
+#[test]
 fn publish_reads_stdin_and_files() {
     let server = RedisServer::start();
     let mut con = server.connection();

@@ -23,12 +23,12 @@ fn colour(variant: &str) -> &'static str {
     }
 }
 
-/// x position of quantile `q` in "nines": 0.9 → 1, 0.99 → 2; the maximum is drawn at 4.5.
+/// x position of quantile `q` in "nines": 0.9 → 1, 0.99 → 2; the maximum is drawn at 5.
 fn nines(q: f64) -> f64 {
     if q >= 1.0 {
-        4.5
+        5.0
     } else {
-        (-(1.0 - q).log10()).min(4.5)
+        (-(1.0 - q).log10()).min(5.0)
     }
 }
 
@@ -89,7 +89,7 @@ pub fn latency_chart(curves: &[LatencyCurve]) -> String {
         let t = (us.max(y_lo).log10() - y_lo.log10()) / (y_hi.log10() - y_lo.log10());
         MARGIN_T + plot_h * (1.0 - t)
     };
-    let x_of = |q: f64| MARGIN_L + plot_w * (nines(q) - nines(0.5)) / (4.5 - nines(0.5));
+    let x_of = |q: f64| MARGIN_L + plot_w * (nines(q) - nines(0.5)) / (5.0 - nines(0.5));
     for (i, &n) in counts.iter().enumerate() {
         let ox = i as f64 * PANEL_W;
         let _ = writeln!(s, r##"<g transform="translate({ox},0)">"##);

@@ -27,10 +27,12 @@ async fn publish_all(
 ) -> Result<(), CliError> {
     let stdout = std::io::stdout();
     for _ in 0..args.count {
-        let delivered = hub
-            .publish_bytes(&args.channel, payload)
-            .await
-            .map_err(|e| CliError::from_hub("PUBLISH", &target.display(), &e))?;
+        let (command, sent) = if args.shard {
+            ("SPUBLISH", hub.spublish_bytes(&args.channel, payload).await)
+        } else {
+            ("PUBLISH", hub.publish_bytes(&args.channel, payload).await)
+        };
+        let delivered = sent.map_err(|e| CliError::from_hub(command, &target.display(), &e))?;
         let mut out = stdout.lock();
         if let Err(e) = writeln!(out, "{delivered}").and_then(|_| out.flush()) {
             if e.kind() == std::io::ErrorKind::BrokenPipe {

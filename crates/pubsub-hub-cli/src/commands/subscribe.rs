@@ -32,6 +32,8 @@ async fn receive(
 ) -> Result<(), CliError> {
     let kind = if args.pattern {
         TargetKind::Pattern
+    } else if args.shard {
+        TargetKind::Shard
     } else {
         TargetKind::Channel
     };
