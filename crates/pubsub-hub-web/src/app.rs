@@ -6,19 +6,22 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware;
 use axum::routing::{get, post};
 use pubsub_hub::PubSubHub;
 use tokio_util::sync::CancellationToken;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::access::{self, AccessControl};
+use crate::gaps::GapTracker;
+use crate::limits::Limits;
 use crate::push::StateFeed;
 use crate::state::{DEFAULT_PAYLOAD_DISPLAY_BYTES, MAX_MESSAGES_PER_SUBSCRIPTION};
 use crate::{assets, push, routes};
 
-/// Largest accepted request body. A form with a message this size is far beyond a demo's
-/// needs; larger bodies get a 413 `{"error": ...}`.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest accepted request body by default ([`Limits::max_body_bytes`]).
+pub const MAX_BODY_BYTES: usize = crate::limits::DEFAULT_MAX_BODY_BYTES;
 
 /// The Content-Security-Policy sent with every response: only our own script and style,
 /// no inline code, no framing. The page is written for it (external `app.js`, no `on*=`).
@@ -86,6 +89,15 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The one producer of pushed states, shared by all `/events` streams.
     pub(crate) feed: Arc<StateFeed>,
+    /// What one request may ask for; every route checks its input against it.
+    pub limits: Arc<Limits>,
+    /// Token, host and cross-site rules, applied by [`access::guard`] before any route.
+    pub access: Arc<AccessControl>,
+    /// The subscribers' delivery gaps, shown in `/state`.
+    pub gaps: Arc<GapTracker>,
+    /// Held by `/subscribe`, `/unsubscribe` and `/reset` while they change the registry, so
+    /// a limit check and the change it allows cannot interleave with another change.
+    pub(crate) writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {
@@ -94,14 +106,33 @@ impl AppState {
         Self::with_settings(hub, DashboardSettings::default())
     }
 
-    /// State for `hub` with `settings`.
+    /// State for `hub` with `settings`, the default [`Limits`] and no access control.
+    /// Inside a Tokio runtime this starts the gap tracker's task.
     pub fn with_settings(hub: PubSubHub, settings: DashboardSettings) -> Self {
-        AppState {
+        let state = AppState {
             hub,
             settings: Arc::new(settings),
             shutdown: CancellationToken::new(),
             feed: Arc::new(StateFeed::new()),
-        }
+            limits: Arc::new(Limits::default()),
+            access: Arc::new(AccessControl::open()),
+            gaps: Arc::new(GapTracker::new()),
+            writes: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        state.gaps.start(&state.hub, &state.shutdown);
+        state
+    }
+
+    /// Replaces the limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Arc::new(limits);
+        self
+    }
+
+    /// Replaces the access rules.
+    pub fn with_access(mut self, access: AccessControl) -> Self {
+        self.access = Arc::new(access);
+        self
     }
 }
 
@@ -110,13 +141,16 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("hub", &self.hub)
             .field("settings", &self.settings)
+            .field("limits", &self.limits)
+            .field("access", &self.access)
             .field("shutting_down", &self.shutdown.is_cancelled())
             .finish()
     }
 }
 
 /// The whole dashboard as a `Router`: the page and its assets, the contract's routes,
-/// `/events` and `/healthz`, JSON 404 / 405 answers, a body limit and the security headers.
+/// `/events` and `/healthz`, JSON 404 / 405 answers, the access rules ([`access::guard`]),
+/// a body limit and the security headers.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(assets::index))
@@ -132,8 +166,18 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(routes::healthz))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), access::guard))
+        // The span names the path only: a query may carry the access token.
+        .layer(TraceLayer::new_for_http().make_span_with(
+            |request: &axum::http::Request<axum::body::Body>| {
+                tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path()
+                )
+            },
+        ))
         .layer(header_layer(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -149,6 +193,14 @@ pub fn router(state: AppState) -> Router {
         .layer(header_layer(
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(header_layer(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(header_layer(
+            HeaderName::from_static("cross-origin-resource-policy"),
+            HeaderValue::from_static("same-origin"),
         ))
         // API answers are live data; the assets and the SSE stream set their own.
         .layer(SetResponseHeaderLayer::if_not_present(

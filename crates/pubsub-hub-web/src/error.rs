@@ -6,12 +6,15 @@
 //! logged, never sent.
 
 use axum::Json;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pubsub_hub::HubError;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+
+use crate::app::AppState;
+use crate::form::decode_form;
 
 /// Everything a handler can fail with, mapped to a status and a human-readable message.
 #[derive(Debug)]
@@ -27,10 +30,19 @@ pub enum ApiError {
         /// What it said.
         message: String,
     },
+    /// A size limit was exceeded (body, message, name, channel): 413.
+    PayloadTooLarge(String),
+    /// No valid access token was presented: 401.
+    Unauthorized(String),
+    /// The request is refused whatever the credentials (cross-site, foreign host): 403.
+    Forbidden(String),
     /// No such route: 404.
     NotFound,
     /// The route exists but not for this method: 405.
     MethodNotAllowed,
+    /// Redis answered but refused the command for this connection's user (ACL `NOPERM`,
+    /// authentication): 502, since retrying will not help until Redis is reconfigured.
+    RedisRefused(String),
     /// Redis cannot be reached or did not answer in time: 503.
     Unavailable,
     /// The server is shutting down and the hub is closed: 503.
@@ -50,6 +62,10 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Rejected { status, .. } => *status,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RedisRefused(_) => StatusCode::BAD_GATEWAY,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -60,7 +76,12 @@ impl ApiError {
     /// The message sent in the `error` field.
     pub fn message(&self) -> String {
         match self {
-            ApiError::BadRequest(m) | ApiError::Rejected { message: m, .. } => m.clone(),
+            ApiError::BadRequest(m)
+            | ApiError::Rejected { message: m, .. }
+            | ApiError::PayloadTooLarge(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
+            | ApiError::RedisRefused(m) => m.clone(),
             ApiError::NotFound => "not found".into(),
             ApiError::MethodNotAllowed => "method not allowed".into(),
             ApiError::Unavailable => "Redis is unavailable right now; try again shortly".into(),
@@ -85,6 +106,12 @@ impl From<HubError> for ApiError {
             ApiError::BadRequest(e.to_string())
         } else if e.is_closed() {
             ApiError::ShuttingDown
+        } else if let Some(code) = refusal_code(&e) {
+            tracing::warn!(error = %e, "request failed: Redis refused the command");
+            ApiError::RedisRefused(format!(
+                "Redis refused the command ({code}): the user the dashboard connects as lacks a \
+                 permission or the credentials are wrong; fix the Redis ACL or the credentials"
+            ))
         } else if e.is_unavailable() {
             tracing::warn!(error = %e, "request failed: Redis unavailable");
             ApiError::Unavailable
@@ -95,10 +122,27 @@ impl From<HubError> for ApiError {
     }
 }
 
+/// `NOPERM`, `NOAUTH` or `WRONGPASS` when Redis refused a command for the user we connect as.
+fn refusal_code(e: &HubError) -> Option<&'static str> {
+    let text = match e {
+        HubError::Redis(e) => e.code().map(str::to_owned).unwrap_or_else(|| e.to_string()),
+        HubError::Unavailable(why) => why.clone(),
+        _ => return None,
+    };
+    ["NOPERM", "NOAUTH", "WRONGPASS"]
+        .into_iter()
+        .find(|code| text.contains(code))
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response =
             (self.status(), Json(json!({ "error": self.message() }))).into_response();
+        if matches!(self, ApiError::Unauthorized(_)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if matches!(self, ApiError::MethodNotAllowed) {
             // Every route of ours answers GET or POST, never both.
             response
@@ -109,9 +153,16 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `axum::Form`, but a rejection becomes an [`ApiError`] (so a JSON `{"error": ...}` body),
-/// and a request without any `Content-Type` is read as a form, as the guide's servers in
-/// other languages do (so an empty `curl -X POST` gets the contract's 400, not a 415).
+/// The form extractor of every POST route: a strict `application/x-www-form-urlencoded`
+/// decoder ([`decode_form`]) whose every refusal is an [`ApiError`], so a JSON
+/// `{"error": ...}` body:
+/// - a request without any `Content-Type` is read as a form, as the guide's servers in other
+///   languages do (so an empty `curl -X POST` gets the contract's 400, not a 415); any
+///   other type than a form is a 415;
+/// - a body over [`Limits::max_body_bytes`](crate::Limits::max_body_bytes) is a 413 that names the limit;
+/// - malformed percent-encoding, bytes that are not UTF-8 and a field given twice are 400s.
+///
+/// Fields the target type does not know are ignored, so newer clients can send more.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiForm<T>(pub T);
 
@@ -119,22 +170,79 @@ impl<S, T> FromRequest<S> for ApiForm<T>
 where
     T: DeserializeOwned,
     S: Send + Sync,
+    AppState: FromRef<S>,
 {
     type Rejection = ApiError;
 
-    async fn from_request(mut req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !req.headers().contains_key(header::CONTENT_TYPE) {
-            req.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/x-www-form-urlencoded"),
-            );
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let app = AppState::from_ref(state);
+        let max = app.limits.max_body_bytes;
+        if let Some(content_type) = req.headers().get(header::CONTENT_TYPE)
+            && !is_form_content_type(content_type)
+        {
+            return Err(ApiError::Rejected {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message: format!(
+                    "expected Content-Type application/x-www-form-urlencoded, not {:?}",
+                    String::from_utf8_lossy(content_type.as_bytes())
+                ),
+            });
         }
-        match axum::Form::<T>::from_request(req, state).await {
-            Ok(axum::Form(value)) => Ok(ApiForm(value)),
-            Err(rejection) => Err(ApiError::Rejected {
-                status: rejection.status(),
-                message: rejection.body_text(),
-            }),
+        let too_large = || {
+            ApiError::PayloadTooLarge(format!(
+                "the request body is larger than the limit max_body_bytes ({max} bytes)"
+            ))
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(too_large());
         }
+        let body = axum::body::to_bytes(req.into_body(), max)
+            .await
+            .map_err(|e| {
+                if is_length_limit(&e) {
+                    too_large()
+                } else {
+                    ApiError::bad_request("the request body could not be read")
+                }
+            })?;
+        let pairs = decode_form(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let mut fields = serde_json::Map::new();
+        for (name, value) in pairs {
+            if fields.contains_key(&name) {
+                return Err(ApiError::bad_request(format!(
+                    "field {name:?} is given more than once"
+                )));
+            }
+            fields.insert(name, serde_json::Value::String(value));
+        }
+        serde_json::from_value(serde_json::Value::Object(fields))
+            .map(ApiForm)
+            .map_err(|e| ApiError::bad_request(format!("the form is malformed: {e}")))
     }
+}
+
+/// `application/x-www-form-urlencoded`, in any case, with any parameters (`; charset=UTF-8`).
+fn is_form_content_type(value: &HeaderValue) -> bool {
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    let essence = text.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+}
+
+/// True when reading the body failed because it is longer than the limit.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }

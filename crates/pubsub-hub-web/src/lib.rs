@@ -30,6 +30,12 @@
 //! # Layout
 //! - [`app`]: [`AppState`] (the hub and the [`DashboardSettings`]), [`router`] (the route
 //!   table, fallbacks and the security headers on every response).
+//! - [`limits`]: [`Limits`], every input bound with its `DEFAULT_*` value.
+//! - [`form`]: the strict form decoder and the `target` / `count` parsing.
+//! - [`access`]: [`AccessControl`] and the middleware that applies it: the access token
+//!   (header or cookie), the cross-site refusal and the loopback host check.
+//! - [`gaps`]: [`GapTracker`], the per-subscriber history of disconnections that `/state`
+//!   shows as `gaps_total`, `last_gap` and `warnings`.
 //! - [`routes`]: the contract's handlers (`/state`, `/publish`, `/subscribe`, `/unsubscribe`,
 //!   `/reset`) and `/healthz`.
 //! - [`state`]: [`build_state`], the `/state` document, with payload truncation.
@@ -43,20 +49,29 @@
 //! - [`server`]: [`DashboardOptions`], [`Dashboard`], [`run_dashboard`], [`serve`],
 //!   [`shutdown_signal`], [`seed_defaults`] and [`DashboardError`].
 
+pub mod access;
 pub mod app;
 pub mod assets;
 pub mod embedded;
 pub mod error;
+pub mod form;
+pub mod gaps;
+pub mod limits;
 pub mod push;
 pub mod routes;
 pub mod server;
 pub mod state;
 
+pub use access::AccessControl;
 pub use app::{AppState, DashboardSettings, router};
 pub use embedded::{EmbeddedError, EmbeddedRedis};
 pub use error::{ApiError, ApiForm};
+pub use gaps::GapTracker;
+pub use limits::Limits;
 pub use server::{
     DEFAULT_SUBSCRIPTIONS, Dashboard, DashboardError, DashboardOptions, dashboard_hub_config,
     run_dashboard, seed_defaults, serve, serve_with_state, shutdown_signal,
 };
-pub use state::{DEFAULT_PAYLOAD_DISPLAY_BYTES, MAX_MESSAGES_PER_SUBSCRIPTION, build_state};
+pub use state::{
+    DEFAULT_PAYLOAD_DISPLAY_BYTES, MAX_MESSAGES_PER_SUBSCRIPTION, app_state_document, build_state,
+};

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::app::AppState;
-use crate::state::build_state;
+use crate::state::app_state_document;
 
 /// The newest serialized state, shared by every stream; `None` until the first is built
 /// (and again while nobody watches, so a new viewer never starts from a stale state).
@@ -79,7 +79,7 @@ async fn run_feed(app: AppState) {
         }
         let version = app.hub.version();
         let state = tokio::select! {
-            state = build_state(&app.hub, &app.settings) => state,
+            state = app_state_document(&app) => state,
             _ = token.cancelled() => return,
         };
         let text: Arc<str> = state.to_string().into();

@@ -11,11 +11,13 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiForm};
+use crate::form::{parse_count, parse_targets};
 use crate::server::seed_defaults;
-use crate::state::build_state;
+use crate::state::app_state_document;
 
-/// Most publishes one `POST /publish` makes (`count` is clamped to `1..=MAX_PUBLISH_COUNT`).
-pub const MAX_PUBLISH_COUNT: u32 = 20;
+/// Most publishes one `POST /publish` makes by default (`count` is clamped to
+/// `1..=Limits::max_publish_count`).
+pub const MAX_PUBLISH_COUNT: u32 = crate::limits::DEFAULT_MAX_PUBLISH_COUNT;
 
 /// `POST /publish` fields.
 #[derive(Debug, Default, Deserialize)]
@@ -25,7 +27,7 @@ pub struct PublishForm {
     pub channel: String,
     /// Message body (trimmed, required); sent inside the `{body, seq, of}` envelope.
     pub message: String,
-    /// How many times to publish; see [`parse_count`].
+    /// How many times to publish; see [`parse_count`](crate::form::parse_count).
     pub count: Option<String>,
 }
 
@@ -49,29 +51,6 @@ pub struct UnsubscribeForm {
     pub name: String,
 }
 
-/// The contract's `count` rule: absent → 1, not an integer → 1, otherwise clamped to
-/// `1..=MAX_PUBLISH_COUNT` (an integer too large to represent counts as the maximum).
-pub fn parse_count(raw: Option<&str>) -> u32 {
-    use std::num::IntErrorKind;
-    let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
-        return 1;
-    };
-    match raw.parse::<i64>() {
-        Ok(n) => n.clamp(1, i64::from(MAX_PUBLISH_COUNT)) as u32,
-        Err(e) if *e.kind() == IntErrorKind::PosOverflow => MAX_PUBLISH_COUNT,
-        Err(_) => 1,
-    }
-}
-
-/// Splits a comma-separated target list: items trimmed, empty items dropped.
-pub fn parse_targets(raw: &str) -> Vec<String> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// A trimmed required field, or the contract's 400.
 fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, ApiError> {
     let value = value.trim();
@@ -84,23 +63,28 @@ fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, ApiError> {
 
 /// `GET /state`.
 pub async fn state(State(app): State<AppState>) -> Json<Value> {
-    Json(build_state(&app.hub, &app.settings).await)
+    Json(app_state_document(&app).await)
 }
 
 /// `POST /publish`: publishes the `{body, seq, of}` envelope `count` times, in order.
+///
+/// Everything is checked before the first PUBLISH. If Redis fails part-way (it went away),
+/// the answer is the error and `stats.published_total` says how many went out.
 pub async fn publish(
     State(app): State<AppState>,
     ApiForm(form): ApiForm<PublishForm>,
 ) -> Result<Json<Value>, ApiError> {
     let channel = required(&form.channel, "channel")?;
     let message = required(&form.message, "message")?;
-    let count = parse_count(form.count.as_deref());
+    app.limits.check_target("channel", channel)?;
+    app.limits.check_message(message)?;
+    let count = parse_count(form.count.as_deref(), app.limits.max_publish_count);
     let mut delivered = Vec::with_capacity(count as usize);
     for seq in 1..=count {
         let envelope = json!({ "body": message, "seq": seq, "of": count });
         delivered.push(app.hub.publish(channel, &envelope).await?);
     }
-    let state = build_state(&app.hub, &app.settings).await;
+    let state = app_state_document(&app).await;
     Ok(Json(json!({
         "channel": channel,
         "publishes": count,
@@ -109,12 +93,14 @@ pub async fn publish(
     })))
 }
 
-/// `POST /subscribe`: adds a named channel or pattern subscriber.
+/// `POST /subscribe`: adds a named channel or pattern subscriber. All input and the
+/// subscriber limit are checked first; a Redis failure leaves nothing behind.
 pub async fn subscribe(
     State(app): State<AppState>,
     ApiForm(form): ApiForm<SubscribeForm>,
 ) -> Result<Json<Value>, ApiError> {
     let name = required(&form.name, "name")?;
+    app.limits.check_name(name)?;
     let kind = match form.kind.trim() {
         "" | "channel" => TargetKind::Channel,
         "pattern" => TargetKind::Pattern,
@@ -128,8 +114,26 @@ pub async fn subscribe(
     if targets.is_empty() {
         return Err(ApiError::bad_request("target is required"));
     }
-    app.hub.subscribe_kind(name, kind, targets).await?;
-    Ok(Json(build_state(&app.hub, &app.settings).await))
+    app.limits.check_targets(&targets)?;
+    {
+        let _writing = app.writes.lock().await;
+        if app.hub.subscriptions().len() >= app.limits.max_subscriptions
+            && app.hub.get_subscription(name).is_none()
+        {
+            return Err(app.limits.subscriptions_full());
+        }
+        app.hub
+            .subscribe_kind(name, kind, targets)
+            .await
+            .map_err(|e| {
+                if e.is_limit_exceeded() {
+                    app.limits.subscriptions_full()
+                } else {
+                    ApiError::from(e)
+                }
+            })?;
+    }
+    Ok(Json(app_state_document(&app).await))
 }
 
 /// `POST /unsubscribe`: removes a subscriber; `removed` says whether there was one.
@@ -138,17 +142,28 @@ pub async fn unsubscribe(
     ApiForm(form): ApiForm<UnsubscribeForm>,
 ) -> Result<Json<Value>, ApiError> {
     let name = required(&form.name, "name")?;
-    let removed = app.hub.unsubscribe(name).await;
-    let state = build_state(&app.hub, &app.settings).await;
+    let removed = {
+        let _writing = app.writes.lock().await;
+        app.hub.unsubscribe(name).await
+    };
+    let state = app_state_document(&app).await;
     Ok(Json(json!({ "removed": removed, "state": state })))
 }
 
 /// `POST /reset`: closes every subscription, zeroes the counters and seeds the defaults.
+///
+/// Redis is asked first, so that with Redis away the answer is a 503 and the subscribers
+/// are left as they were instead of being closed with nothing to replace them.
 pub async fn reset(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    app.hub.close_all().await;
-    app.hub.reset_stats();
-    seed_defaults(&app.hub).await?;
-    Ok(Json(build_state(&app.hub, &app.settings).await))
+    {
+        let _writing = app.writes.lock().await;
+        app.hub.pattern_subscriber_count().await?;
+        app.hub.close_all().await;
+        app.hub.reset_stats();
+        app.gaps.clear();
+        seed_defaults(&app.hub).await?;
+    }
+    Ok(Json(app_state_document(&app).await))
 }
 
 /// `GET /healthz`: the process is up and serving (it does not ask Redis; `/state` says
@@ -165,29 +180,4 @@ pub async fn not_found() -> ApiError {
 /// A known route with the wrong method: a JSON 405.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn count_rules() {
-        assert_eq!(parse_count(None), 1);
-        assert_eq!(parse_count(Some("")), 1);
-        assert_eq!(parse_count(Some("abc")), 1);
-        assert_eq!(parse_count(Some("2.5")), 1);
-        assert_eq!(parse_count(Some("0")), 1);
-        assert_eq!(parse_count(Some("-3")), 1);
-        assert_eq!(parse_count(Some(" 7 ")), 7);
-        assert_eq!(parse_count(Some("25")), 20);
-        assert_eq!(parse_count(Some("99999999999999999999999")), 20);
-        assert_eq!(parse_count(Some("-99999999999999999999999")), 1);
-    }
-
-    #[test]
-    fn targets_are_trimmed_and_empties_dropped() {
-        assert_eq!(parse_targets(" a , ,b,, "), vec!["a", "b"]);
-        assert!(parse_targets(" , ,").is_empty());
-    }
 }

@@ -13,8 +13,10 @@ use pubsub_hub::{HubConfig, HubError, PubSubHub, TargetKind};
 use redis::ConnectionAddr;
 use tokio::net::TcpListener;
 
+use crate::access::{AccessControl, validate_token};
 use crate::app::{AppState, router};
 use crate::embedded::{EmbeddedError, EmbeddedRedis};
+use crate::limits::Limits;
 
 /// The three subscribers every fresh dashboard (and every reset) starts with:
 /// name, kind, target.
@@ -28,8 +30,9 @@ pub const DEFAULT_SUBSCRIPTIONS: [(&str, TargetKind, &str); 3] = [
 /// that `/state` answers within about a second when Redis is down.
 pub const DASHBOARD_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Most subscribers the dashboard holds; keeps one `/state` answer's size bounded.
-pub const DASHBOARD_MAX_SUBSCRIPTIONS: usize = 256;
+/// Most subscribers the dashboard holds by default ([`Limits::max_subscriptions`]); keeps
+/// one `/state` answer's size bounded.
+pub const DASHBOARD_MAX_SUBSCRIPTIONS: usize = crate::limits::DEFAULT_MAX_SUBSCRIPTIONS;
 
 /// After the shutdown signal, how long open requests get to finish before the server stops
 /// anyway (streams end at once; this only bounds a request stuck on a stalled Redis).
@@ -55,6 +58,21 @@ pub struct DashboardOptions {
     /// Start a private `redis-server` when nothing answers at the configured address
     /// (default `true`).
     pub embedded_fallback: bool,
+    /// PEM file of the certificate authority that signed the Redis server's certificate,
+    /// for a `rediss://` URL whose server is not signed by a public CA. Without it,
+    /// `rediss://` trusts the usual public roots.
+    pub redis_ca_file: Option<std::path::PathBuf>,
+    /// The access token. When set, every route but `/healthz` and `/readyz` requires it
+    /// (`Authorization: Bearer <token>`, or the cookie that `/?token=<token>` sets). Never
+    /// printed. Required to listen on an address other than loopback, unless
+    /// [`DashboardOptions::insecure_no_auth`] is set.
+    pub token: Option<String>,
+    /// Serve on a non-loopback address without a token, so that anyone who can reach it can
+    /// publish, subscribe and read every message. Off by default; [`Dashboard::start`]
+    /// prints a warning when it is used.
+    pub insecure_no_auth: bool,
+    /// Input limits (the [`Limits`] defaults). `max_subscriptions` is also the hub's cap.
+    pub limits: Limits,
 }
 
 impl Default for DashboardOptions {
@@ -66,6 +84,10 @@ impl Default for DashboardOptions {
             redis_port: 6379,
             redis_url: None,
             embedded_fallback: true,
+            redis_ca_file: None,
+            token: None,
+            insecure_no_auth: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -95,6 +117,13 @@ pub enum DashboardError {
         addr: String,
         /// The library's error.
         source: HubError,
+    },
+    /// The options are unusable (an empty token, a CA file that cannot be read...).
+    InvalidOptions(String),
+    /// Asked to listen beyond loopback with neither a token nor the explicit opt-out.
+    NoTokenForPublicAddress {
+        /// The address it would listen on.
+        addr: String,
     },
     /// The HTTP address cannot be bound.
     Bind {
@@ -133,6 +162,13 @@ impl fmt::Display for DashboardError {
             DashboardError::Redis { addr, source } => {
                 write!(f, "Redis at {addr} answered, but cannot be used: {source}")
             }
+            DashboardError::InvalidOptions(why) => write!(f, "{why}"),
+            DashboardError::NoTokenForPublicAddress { addr } => write!(
+                f,
+                "refusing to listen on {addr} without an access token: anyone who can reach it \
+                 could read and publish messages; set a token (--token or PUBSUB_HUB_TOKEN), \
+                 listen on 127.0.0.1, or pass --insecure-no-auth to do it anyway"
+            ),
             DashboardError::Bind { addr, source } => {
                 write!(
                     f,
@@ -188,13 +224,22 @@ pub struct Dashboard {
     /// Kept alive while serving; dropping it (after the hub is shut down) kills the process.
     embedded: Option<EmbeddedRedis>,
     startup_lines: Vec<String>,
+    limits: Limits,
+    access: AccessControl,
 }
 
 impl Dashboard {
-    /// Connects to Redis (starting a private one when nothing answers and
-    /// [`DashboardOptions::embedded_fallback`] is on), binds the HTTP address and seeds the
-    /// default subscribers.
+    /// Checks the access options, binds the HTTP address, connects to Redis (starting a
+    /// private one when nothing answers and [`DashboardOptions::embedded_fallback`] is on)
+    /// and seeds the default subscribers.
+    ///
+    /// Refuses ([`DashboardError::NoTokenForPublicAddress`]) to listen on an address that
+    /// is not loopback without [`DashboardOptions::token`], unless
+    /// [`DashboardOptions::insecure_no_auth`] is set.
     pub async fn start(opts: DashboardOptions) -> Result<Self, DashboardError> {
+        if let Some(token) = &opts.token {
+            validate_token(token).map_err(DashboardError::InvalidOptions)?;
+        }
         let url = match &opts.redis_url {
             Some(url) => url.clone(),
             None => format!(
@@ -203,14 +248,38 @@ impl Dashboard {
                 opts.redis_port
             ),
         };
-        let client =
-            redis::Client::open(url.as_str()).map_err(|e| DashboardError::InvalidRedisUrl {
-                url: mask_password(&url),
-                reason: e.to_string(),
-            })?;
+        let client = open_client(&url, opts.redis_ca_file.as_deref())?;
         let configured = display_addr(client.get_connection_info().addr());
 
+        let bind = format!("{}:{}", bracket_ipv6(&opts.host), opts.port);
+        let listener = TcpListener::bind((opts.host.as_str(), opts.port))
+            .await
+            .map_err(|source| DashboardError::Bind {
+                addr: bind.clone(),
+                source,
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| DashboardError::Bind {
+                addr: bind.clone(),
+                source,
+            })?;
+        let loopback = local.ip().is_loopback();
         let mut notes = Vec::new();
+        if !loopback && opts.token.is_none() {
+            if !opts.insecure_no_auth {
+                return Err(DashboardError::NoTokenForPublicAddress { addr: bind });
+            }
+            notes.push(format!(
+                "WARNING: listening on {bind} without an access token (--insecure-no-auth): \
+                 anyone who can reach this address can read and publish messages"
+            ));
+        }
+        let access = match &opts.token {
+            Some(token) => AccessControl::with_token(token.clone()),
+            None => AccessControl::open().with_loopback_hosts_only(loopback),
+        };
+
         let (client, embedded, redis_addr) = if answers(client.get_connection_info().addr()).await {
             (client, None, configured)
         } else if !opts.embedded_fallback {
@@ -240,46 +309,42 @@ impl Dashboard {
             (client, Some(server), addr)
         };
 
-        let hub = PubSubHub::with_config(client, dashboard_hub_config())
+        let config = dashboard_hub_config().with_max_subscriptions(opts.limits.max_subscriptions);
+        let hub = PubSubHub::with_config(client, config)
             .await
             .map_err(|source| DashboardError::Redis {
                 addr: redis_addr.clone(),
                 source,
             })?;
-        let bind = format!("{}:{}", bracket_ipv6(&opts.host), opts.port);
-        let listener = match TcpListener::bind((opts.host.as_str(), opts.port)).await {
-            Ok(listener) => listener,
-            Err(source) => {
-                hub.shutdown().await;
-                return Err(DashboardError::Bind { addr: bind, source });
-            }
-        };
-        let port = listener
-            .local_addr()
-            .map_err(|source| DashboardError::Bind {
-                addr: bind.clone(),
-                source,
-            })?
-            .port();
         if let Err(e) = seed_defaults(&hub).await {
             hub.shutdown().await;
             return Err(DashboardError::Seed(e));
         }
 
         notes.push(format!(
-            "Redis pub/sub demo server listening on http://{}:{port}",
-            bracket_ipv6(&opts.host)
+            "Redis pub/sub demo server listening on http://{}:{}",
+            bracket_ipv6(&opts.host),
+            local.port()
         ));
         notes.push(format!("Using Redis at {redis_addr}"));
         notes.push(format!(
             "Seeded {} default subscription(s)",
             DEFAULT_SUBSCRIPTIONS.len()
         ));
+        if opts.token.is_some() {
+            notes.push(
+                "An access token is required: send `Authorization: Bearer <token>`, or open \
+                 /?token=<token> once in the browser"
+                    .into(),
+            );
+        }
         Ok(Dashboard {
             listener,
             hub,
             embedded,
             startup_lines: notes,
+            limits: opts.limits,
+            access,
         })
     }
 
@@ -314,9 +379,14 @@ impl Dashboard {
             listener,
             hub,
             embedded,
+            limits,
+            access,
             ..
         } = self;
-        let served = serve(listener, hub.clone(), shutdown).await;
+        let state = AppState::new(hub.clone())
+            .with_limits(limits)
+            .with_access(access);
+        let served = serve_with_state(listener, state, shutdown).await;
         hub.shutdown().await;
         drop(embedded);
         served.map_err(DashboardError::Serve)
@@ -410,6 +480,42 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = terminate => {}
+    }
+}
+
+/// The Redis client for `url`, trusting the CA in `ca_file` for `rediss://` when given.
+/// Errors show the URL with its password masked.
+fn open_client(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<redis::Client, DashboardError> {
+    let invalid = |reason: String| DashboardError::InvalidRedisUrl {
+        url: mask_password(url),
+        reason,
+    };
+    match ca_file {
+        None => redis::Client::open(url).map_err(|e| invalid(e.to_string())),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                DashboardError::InvalidOptions(format!(
+                    "cannot read the Redis CA file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            if !url.starts_with("rediss://") {
+                return Err(invalid(
+                    "a CA file is given, so the URL must use rediss:// (TLS)".into(),
+                ));
+            }
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+            .map_err(|e| invalid(e.to_string()))
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use pubsub_hub::{HubError, Payload, PayloadEncoding, PubSubHub, ReceivedMessage, Subscription};
 use serde_json::{Value, json};
 
-use crate::app::DashboardSettings;
+use crate::app::{AppState, DashboardSettings};
 
 /// Messages shown per subscriber, newest first (the contract's 15).
 pub const MAX_MESSAGES_PER_SUBSCRIPTION: usize = 15;
@@ -71,6 +71,23 @@ pub async fn build_state(hub: &PubSubHub, settings: &DashboardSettings) -> Value
         "redis": redis,
         "version": version,
     })
+}
+
+/// The `/state` document of a running dashboard: [`build_state`] plus, per subscriber,
+/// `gaps_total` and `last_gap` (see [`crate::gaps`]), and at the top `warnings`, one
+/// sentence per subscriber that is disconnected now or has been, saying that messages
+/// published in that window were lost for it.
+pub async fn app_state_document(app: &AppState) -> Value {
+    let mut state = build_state(&app.hub, &app.settings).await;
+    app.gaps.observe(&app.hub);
+    if let Some(subs) = state["subscriptions"].as_array_mut() {
+        for sub in subs {
+            let name = sub["name"].as_str().unwrap_or_default().to_owned();
+            app.gaps.annotate(&name, sub);
+        }
+    }
+    state["warnings"] = json!(app.gaps.warnings());
+    state
 }
 
 /// A short, secret-free sentence about why Redis did not answer.
