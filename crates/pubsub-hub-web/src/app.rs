@@ -44,7 +44,14 @@ pub struct DashboardSettings {
     pub push_interval: Duration,
     /// How often an idle `/events` stream sends a comment, so proxies keep it open.
     pub keep_alive: Duration,
+    /// How long `/state` waits for Redis' part ([`DEFAULT_STATE_TIMEOUT`]) before it
+    /// answers with the local part and `"redis": {"available": false}`; below the hub's
+    /// command timeout so that `/state` answers within a second when Redis is stalled.
+    pub state_timeout: Duration,
 }
+
+/// Default of [`DashboardSettings::state_timeout`].
+pub const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Default for DashboardSettings {
     fn default() -> Self {
@@ -53,6 +60,7 @@ impl Default for DashboardSettings {
             payload_display_bytes: DEFAULT_PAYLOAD_DISPLAY_BYTES,
             push_interval: Duration::from_millis(100),
             keep_alive: Duration::from_secs(15),
+            state_timeout: DEFAULT_STATE_TIMEOUT,
         }
     }
 }
@@ -67,6 +75,12 @@ impl DashboardSettings {
     /// Sets the least time between two pushed states.
     pub fn with_push_interval(mut self, d: Duration) -> Self {
         self.push_interval = d;
+        self
+    }
+
+    /// Sets how long `/state` waits for Redis.
+    pub fn with_state_timeout(mut self, d: Duration) -> Self {
+        self.state_timeout = d;
         self
     }
 

@@ -122,14 +122,22 @@ impl From<HubError> for ApiError {
     }
 }
 
-/// `NOPERM`, `NOAUTH` or `WRONGPASS` when Redis refused a command for the user we connect as.
-fn refusal_code(e: &HubError) -> Option<&'static str> {
+/// What Redis refused, when it refused a command or a login for the user we connect as
+/// (`NOPERM`, `NOAUTH`, a wrong password), rather than being away: retrying will not help
+/// until the ACL or the credentials are fixed.
+pub(crate) fn refusal_code(e: &HubError) -> Option<&'static str> {
     let text = match e {
+        HubError::Redis(e) if e.kind() == redis::ErrorKind::AuthenticationFailed => {
+            return Some("authentication failed");
+        }
         HubError::Redis(e) => e.code().map(str::to_owned).unwrap_or_else(|| e.to_string()),
         HubError::Unavailable(why) => why.clone(),
         _ => return None,
     };
-    ["NOPERM", "NOAUTH", "WRONGPASS"]
+    if text.contains("authentication failed") || text.contains("WRONGPASS") {
+        return Some("authentication failed");
+    }
+    ["NOPERM", "NOAUTH"]
         .into_iter()
         .find(|code| text.contains(code))
 }

@@ -23,8 +23,8 @@ pub const DEFAULT_PAYLOAD_DISPLAY_BYTES: usize = 2048;
 /// Builds the `/state` document.
 ///
 /// Asks Redis once (`PUBSUB CHANNELS *`, `NUMSUB` for every exact channel a local subscriber
-/// targets, `NUMPAT`, pipelined). When Redis does not answer within the hub's command
-/// timeout, the local part is still returned, with empty server-side fields and
+/// targets, `NUMPAT`, pipelined). When Redis does not answer within
+/// [`DashboardSettings::state_timeout`] (or refuses), the local part is still returned, with empty server-side fields and
 /// `"redis": {"available": false, "error": ...}`: the page keeps working and says why.
 pub async fn build_state(hub: &PubSubHub, settings: &DashboardSettings) -> Value {
     let version = hub.version();
@@ -37,7 +37,16 @@ pub async fn build_state(hub: &PubSubHub, settings: &DashboardSettings) -> Value
         .into_iter()
         .collect();
 
-    let introspection = hub.introspect("*", &exact_channels).await;
+    let introspection =
+        match tokio::time::timeout(settings.state_timeout, hub.introspect("*", &exact_channels))
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(HubError::Timeout {
+                operation: "PUBSUB",
+                after: settings.state_timeout,
+            }),
+        };
     let mut stats = hub.local_stats();
     let (active_channels, numsub, redis) = match introspection {
         Ok(found) => {
@@ -92,7 +101,12 @@ pub async fn app_state_document(app: &AppState) -> Value {
 
 /// A short, secret-free sentence about why Redis did not answer.
 fn redis_problem(e: &HubError) -> String {
-    if e.is_timeout() {
+    if let Some(code) = crate::error::refusal_code(e) {
+        format!(
+            "Redis refused the dashboard's user ({code}): fix the credentials or the ACL \
+             (PUBSUB, PUBLISH and SUBSCRIBE are needed)"
+        )
+    } else if e.is_timeout() {
         "Redis did not answer in time".into()
     } else if e.is_closed() {
         "the dashboard is shutting down".into()
