@@ -42,7 +42,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where to listen and which Redis to use. The defaults are the guide's.
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` output masks the token and the URL's password, so logging the options is safe.
+#[derive(Clone)]
 pub struct DashboardOptions {
     /// HTTP bind host (`127.0.0.1`).
     pub host: String,
@@ -89,6 +91,23 @@ impl Default for DashboardOptions {
             insecure_no_auth: false,
             limits: Limits::default(),
         }
+    }
+}
+
+impl fmt::Debug for DashboardOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DashboardOptions")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("redis_host", &self.redis_host)
+            .field("redis_port", &self.redis_port)
+            .field("redis_url", &self.redis_url.as_deref().map(mask_password))
+            .field("embedded_fallback", &self.embedded_fallback)
+            .field("redis_ca_file", &self.redis_ca_file)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("insecure_no_auth", &self.insecure_no_auth)
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
@@ -270,8 +289,9 @@ impl Dashboard {
             if !opts.insecure_no_auth {
                 return Err(DashboardError::NoTokenForPublicAddress { addr: bind });
             }
+            let bound = format!("{}:{}", bracket_ipv6(&opts.host), local.port());
             notes.push(format!(
-                "WARNING: listening on {bind} without an access token (--insecure-no-auth): \
+                "WARNING: listening on {bound} without an access token (--insecure-no-auth): \
                  anyone who can reach this address can read and publish messages"
             ));
         }
