@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -195,9 +195,12 @@ fn parse_cluster_nodes(text: &str, asked: &NodeAddr) -> Vec<NodeLine> {
 struct Topology {
     /// Slot ranges (inclusive) and the master owning them, sorted by first slot.
     slots: Vec<(u16, u16, NodeAddr)>,
-    /// Nodes that answered the last refresh and that no node flags as failed, masters and
-    /// replicas alike: where plain links subscribe and what introspection asks.
-    reachable: Vec<NodeAddr>,
+    /// Every node no answer flags as failed, masters and replicas alike: what introspection
+    /// asks. A node that is down but not yet agreed failed stays here, so introspection
+    /// fails rather than quietly leaving its subscribers out.
+    live: Vec<NodeAddr>,
+    /// The live nodes that answered the last refresh: where plain links subscribe first.
+    answered: Vec<NodeAddr>,
     /// Every node any answer mentioned: who the next refresh asks.
     known: BTreeSet<NodeAddr>,
 }
@@ -236,14 +239,22 @@ fn merge(answers: &[(NodeAddr, Vec<NodeLine>)]) -> Topology {
             _ => slots.push((slot, slot, (*addr).clone())),
         }
     }
-    let reachable = answers
+    let answered: Vec<NodeAddr> = answers
         .iter()
         .map(|(addr, _)| addr.clone())
         .filter(|addr| !failed.contains(addr))
         .collect();
+    let mut live = answered.clone();
+    live.extend(
+        known
+            .iter()
+            .filter(|addr| !failed.contains(*addr) && !answered.contains(*addr))
+            .cloned(),
+    );
     Topology {
         slots,
-        reachable,
+        live,
+        answered,
         known,
     }
 }
@@ -265,6 +276,8 @@ pub(crate) struct ClusterView {
     refreshing: tokio::sync::Mutex<()>,
     /// Completed refreshes, to tell whether one finished while a caller waited.
     generation: AtomicU64,
+    /// Set by the hub's shutdown: no admin connection is opened afterwards.
+    closed: AtomicBool,
 }
 
 impl ClusterView {
@@ -297,6 +310,7 @@ impl ClusterView {
             admin: Mutex::new(HashMap::new()),
             refreshing: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -320,22 +334,19 @@ impl ClusterView {
             .map(|(_, _, addr)| addr.clone())
     }
 
-    /// Nodes to subscribe plain channels on, best first, rotated by `spread` so that links
-    /// do not all pick the same node.
+    /// Nodes to subscribe plain channels on, best first: those that answered last, rotated
+    /// by `spread` so that links do not all pick the same node, then the other live ones,
+    /// then the seeds.
     pub(crate) fn subscribe_candidates(&self, spread: u64) -> Vec<NodeAddr> {
         let topology = lock(&self.topology);
-        let mut nodes: Vec<NodeAddr> = if topology.reachable.is_empty() {
-            self.seeds.clone()
-        } else {
-            topology.reachable.clone()
-        };
+        let mut nodes = topology.answered.clone();
         if !nodes.is_empty() {
             let k = (spread % nodes.len() as u64) as usize;
             nodes.rotate_left(k);
         }
-        for seed in &self.seeds {
-            if !nodes.contains(seed) {
-                nodes.push(seed.clone());
+        for addr in topology.live.iter().chain(&self.seeds) {
+            if !nodes.contains(addr) {
+                nodes.push(addr.clone());
             }
         }
         nodes
@@ -405,7 +416,8 @@ impl ClusterView {
         }
         tracing::debug!(
             ranges = topology.slots.len(),
-            reachable = topology.reachable.len(),
+            live = topology.live.len(),
+            answered = topology.answered.len(),
             "cluster topology refreshed"
         );
         *lock(&self.topology) = topology;
@@ -466,6 +478,9 @@ impl ClusterView {
     }
 
     async fn admin(&self, addr: &NodeAddr) -> Result<MultiplexedConnection, HubError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(HubError::Closed);
+        }
         if let Some(conn) = lock(&self.admin).get(addr) {
             return Ok(conn.clone());
         }
@@ -479,8 +494,18 @@ impl ClusterView {
             client.get_multiplexed_async_connection_with_config(&config),
         )
         .await?;
-        lock(&self.admin).insert(addr.clone(), conn.clone());
+        let mut admin = lock(&self.admin);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(HubError::Closed);
+        }
+        admin.insert(addr.clone(), conn.clone());
         Ok(conn)
+    }
+
+    /// Closes the admin connections for good (the hub's shutdown).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        lock(&self.admin).clear();
     }
 
     /// Runs `pipe` on every reachable node at once and returns each node's answers. Fails if
@@ -492,7 +517,7 @@ impl ClusterView {
         count: usize,
     ) -> Result<Vec<(NodeAddr, Vec<Value>)>, HubError> {
         self.refresh_if_stale().await;
-        let nodes = lock(&self.topology).reachable.clone();
+        let nodes = lock(&self.topology).live.clone();
         if nodes.is_empty() {
             return Err(HubError::Unavailable("no cluster node is reachable".into()));
         }
@@ -611,7 +636,8 @@ e7d1 :30001@31001 myself,master - 0 0 1 connected 0-5460 [5461->-67ed]
             topology.slots,
             vec![(0, 99, addr(2)), (100, SLOTS - 1, addr(3))]
         );
-        assert_eq!(topology.reachable, vec![addr(1), addr(2)]);
+        assert_eq!(topology.answered, vec![addr(1), addr(2)]);
+        assert_eq!(topology.live, vec![addr(1), addr(2), addr(3)]);
         assert_eq!(topology.known.len(), 3);
     }
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -342,12 +343,31 @@ impl PubSubHub {
     ) -> Result<i64, HubError> {
         let mut conn = self.publisher()?;
         let timeout = self.inner.config.command_timeout;
-        let result: Result<i64, HubError> = bounded(
-            command,
-            timeout,
-            conn.query(redis::cmd(command).arg(channel).arg(payload)),
-        )
-        .await;
+        let mut cmd = redis::cmd(command);
+        cmd.arg(channel).arg(payload);
+        let result: Result<i64, HubError> = match (&mut conn, &self.inner.cluster) {
+            // SPUBLISH goes to the master our view names. redis-rs's own slot map can stay
+            // stale after a graceful failover: the demoted master, now a replica, still
+            // takes SPUBLISH (and relays it within its shard) without a MOVED, but Redis
+            // then counts only that replica's subscribers.
+            (Publisher::Cluster(cluster), Some(view)) if command == "SPUBLISH" => {
+                match view.owner(slot_of(channel.as_bytes())) {
+                    Some(addr) => {
+                        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: addr.host,
+                            port: addr.port,
+                        });
+                        bounded(command, timeout, async {
+                            let value = cluster.route_command(cmd, route).await?;
+                            Ok(redis::from_redis_value(value)?)
+                        })
+                        .await
+                    }
+                    None => bounded(command, timeout, conn.query(&cmd)).await,
+                }
+            }
+            _ => bounded(command, timeout, conn.query(&cmd)).await,
+        };
         let counters = &self.inner.counters;
         match result {
             Ok(delivered) => {
@@ -598,6 +618,9 @@ impl PubSubHub {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        if let Some(view) = &self.inner.cluster {
+            view.close();
+        }
     }
 
     /// Closes every subscription but keeps the hub usable (the dashboard's reset).

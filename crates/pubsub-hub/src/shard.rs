@@ -42,7 +42,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{ClusterView, NodeAddr, slot_of};
 use crate::config::HubConfig;
-use crate::error::{HubError, bounded};
+use crate::error::{HubError, bounded, connection_broken};
 use crate::hub::HubCounters;
 use crate::link::{Command, Link, backoff_delay};
 use crate::message::{Payload, ReceivedMessage, now_ms};
@@ -91,6 +91,10 @@ impl Resolver {
             Resolver::Server { .. } => Ok(()),
             Resolver::Cluster(view) => view.refresh().await,
         }
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self, Resolver::Cluster(_))
     }
 }
 
@@ -392,7 +396,13 @@ impl ShardTask {
         addr: &NodeAddr,
         channels: &[String],
     ) -> Result<Placement, HubError> {
-        let mut conn = self.node_conn(addr).await?;
+        let Some(mut conn) = self.node_conn(addr).await? else {
+            // Our view named a node that is no longer a master: look again.
+            return Ok(Placement {
+                moved: channels.to_vec(),
+                ..Placement::default()
+            });
+        };
         let mut pipe = redis::pipe();
         for channel in channels {
             pipe.cmd("SSUBSCRIBE").arg(channel);
@@ -491,9 +501,14 @@ impl ShardTask {
     }
 
     /// The connection to `addr`, opened (RESP3, with our push sender) if there is none.
-    async fn node_conn(&mut self, addr: &NodeAddr) -> Result<MultiplexedConnection, HubError> {
+    /// `None` if a cluster node turns out to be a replica: a replica accepts `SSUBSCRIBE`
+    /// for its master's slots, so a stale view would otherwise go unnoticed.
+    async fn node_conn(
+        &mut self,
+        addr: &NodeAddr,
+    ) -> Result<Option<MultiplexedConnection>, HubError> {
         if let Some(node) = self.nodes.get(addr) {
-            return Ok(node.conn.clone());
+            return Ok(Some(node.conn.clone()));
         }
         let client = self.resolver.client(addr)?;
         let generation = self.next_generation;
@@ -503,12 +518,16 @@ impl ShardTask {
             .set_connection_timeout(Some(self.config.connect_timeout))
             .set_response_timeout(Some(self.config.command_timeout))
             .set_push_sender(move |info: PushInfo| tx.send((generation, info)));
-        let conn = bounded(
+        let mut conn = bounded(
             "connect",
             self.config.connect_timeout + self.config.command_timeout,
             client.get_multiplexed_async_connection_with_config(&config),
         )
         .await?;
+        if self.resolver.is_cluster() && is_replica(&mut conn, self.config.command_timeout).await? {
+            tracing::debug!(link = self.link.id, node = %addr, "the owner we knew is a replica now");
+            return Ok(None);
+        }
         self.nodes.insert(
             addr.clone(),
             NodeConn {
@@ -520,7 +539,7 @@ impl ShardTask {
         self.link
             .open_connections
             .store(self.nodes.len() as u64, Ordering::Relaxed);
-        Ok(conn)
+        Ok(Some(conn))
     }
 
     /// Closes the connection to `addr` (dropping the last handle ends redis-rs's driver).
@@ -551,6 +570,7 @@ impl ShardTask {
             return;
         }
         tracing::warn!(link = self.link.id, node = %addr, channels = lost.len(), error = %reason, "shard subscriber connection lost; resubscribing");
+        let mut newly = Vec::new();
         for channel in &lost {
             self.placed.remove(channel);
             self.pending.insert(channel.clone());
@@ -559,9 +579,7 @@ impl ShardTask {
                     self.disconnected.entry(sub.id)
                 {
                     entry.insert(Arc::clone(sub));
-                    sub.notify(Event::Disconnected {
-                        error: reason.clone(),
-                    });
+                    newly.push(Arc::clone(sub));
                 }
             }
         }
@@ -570,6 +588,13 @@ impl ShardTask {
                 since_ms: now_ms(),
                 attempts: 0,
                 next_at: Instant::now() + backoff_delay(&self.config, 0),
+            });
+        }
+        // Status first, so a consumer woken by the event already reads `Reconnecting`.
+        self.publish_state();
+        for sub in newly {
+            sub.notify(Event::Disconnected {
+                error: reason.clone(),
             });
         }
     }
@@ -682,10 +707,14 @@ impl ShardTask {
             .filter(|id| !waiting.contains(id))
             .copied()
             .collect();
-        for id in back {
-            if let Some(sub) = self.disconnected.remove(&id) {
-                sub.notify(Event::Reconnected);
-            }
+        let back: Vec<Arc<Subscription>> = back
+            .into_iter()
+            .filter_map(|id| self.disconnected.remove(&id))
+            .collect();
+        // Status first, so a consumer woken by the event already reads `Live`.
+        self.publish_state();
+        for sub in back {
+            sub.notify(Event::Reconnected);
         }
     }
 
@@ -714,6 +743,26 @@ impl ShardTask {
         self.link
             .set_status_for(status, self.pending_subscriptions());
     }
+}
+
+/// Asks `ROLE`; a node that refuses the command (e.g. by ACL) is taken for a master.
+async fn is_replica(
+    conn: &mut MultiplexedConnection,
+    timeout: std::time::Duration,
+) -> Result<bool, HubError> {
+    let role: Value = match bounded("ROLE", timeout, redis::cmd("ROLE").query_async(conn)).await {
+        Ok(role) => role,
+        Err(e) if connection_broken(&e) => return Err(e),
+        Err(_) => return Ok(false),
+    };
+    Ok(match role {
+        Value::Array(items) => match items.first() {
+            Some(Value::BulkString(b)) => b.as_slice() == b"slave",
+            Some(Value::SimpleString(s)) => s == "slave",
+            _ => false,
+        },
+        _ => false,
+    })
 }
 
 /// Sleeps until `at` (never, for `None`; the select guard keeps that branch off).

@@ -248,3 +248,38 @@ async fn bad_shard_input_is_rejected() {
     );
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_tolerates_servers_without_shard_commands() {
+    // A user that may not run the shard PUBSUB subcommands stands in for a Redis 6 server,
+    // which answers them with an error as well.
+    let server = RedisServer::start();
+    server.cmd(&[
+        "ACL",
+        "SETUSER",
+        "old",
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-pubsub|shardchannels",
+        "-pubsub|shardnumsub",
+    ]);
+    let url = format!("redis://old:pw@127.0.0.1:{}/", server.port());
+    let hub =
+        pubsub_hub::PubSubHub::with_config(redis::Client::open(url).unwrap(), HubConfig::default())
+            .await
+            .unwrap();
+    hub.subscribe("c", strings(&["c"])).await.unwrap();
+    let all = hub.introspect("*", &strings(&["c"])).await.unwrap();
+    assert_eq!(all.active_channels, strings(&["c"]));
+    assert_eq!(all.numsub.get("c"), Some(&1));
+    assert!(all.shard_channels.is_empty() && all.shard_numsub.is_empty());
+    let err = hub.shard_channels("*").await.unwrap_err();
+    assert!(
+        err.is_unavailable(),
+        "the direct call reports the refusal: {err}"
+    );
+    hub.shutdown().await;
+}

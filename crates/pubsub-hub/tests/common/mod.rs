@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pubsub_hub::{Consumer, Event, HubConfig, PubSubHub, ReceivedMessage};
-use pubsub_hub_testkit::RedisServer;
+use pubsub_hub_testkit::{RedisCluster, RedisServer};
 
 /// Upper bound for any single wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -23,6 +23,16 @@ pub async fn hub_with(server: &RedisServer, config: HubConfig) -> PubSubHub {
     PubSubHub::with_config(server.client(), config)
         .await
         .expect("hub connects to the private server")
+}
+
+/// A hub on `cluster` (seeded with every node) with `config` plus test-friendly timings.
+pub async fn cluster_hub(cluster: &RedisCluster, config: HubConfig) -> PubSubHub {
+    let config = config
+        .with_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(300))
+        .with_ping_interval(Duration::from_millis(500));
+    PubSubHub::cluster(cluster.node_urls(), config)
+        .await
+        .expect("hub connects to the private cluster")
 }
 
 /// The next event, failing the test after `WAIT`.
