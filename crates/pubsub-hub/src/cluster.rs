@@ -5,9 +5,10 @@
 //! its subscriber links must know *where* to subscribe (`SSUBSCRIBE` only works on the
 //! master owning the channel's slot, or its replicas) and introspection must ask *every*
 //! node for node-local facts (`PUBSUB NUMSUB`, `NUMPAT`, `SHARDNUMSUB`). The view is
-//! refreshed on demand: when a shard link loses a node or is told `MOVED`, when a plain
-//! link cannot reach any node, and before introspection once it is older than
-//! [`TOPOLOGY_MAX_AGE`].
+//! refreshed when a shard link loses a node or is told `MOVED`, when a plain link cannot
+//! reach any node, before introspection once it is older than [`TOPOLOGY_MAX_AGE`], and in
+//! the background at that age: a graceful failover tells only shard *subscribers* (with
+//! `sunsubscribe`), so a hub that only publishes would otherwise never notice it.
 //!
 //! Nodes disagree for a moment after a failover; the view asks every node it knows and
 //! keeps, for each slot, the claim with the highest config epoch, which is the rule the
@@ -558,13 +559,27 @@ pub(crate) fn sum_pairs(
 }
 
 /// Shared by the hub's constructor: a view refreshed once, so that the hub starts with
-/// slot owners known.
+/// slot owners known, and kept fresh in the background until it is closed or dropped.
 pub(crate) async fn connect(
     nodes: &[ConnectionInfo],
     config: &HubConfig,
 ) -> Result<Arc<ClusterView>, HubError> {
     let view = Arc::new(ClusterView::new(nodes, config)?);
     view.refresh().await?;
+    let weak = Arc::downgrade(&view);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TOPOLOGY_MAX_AGE);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(view) = weak.upgrade() else { break };
+            if view.closed.load(Ordering::Acquire) {
+                break;
+            }
+            view.refresh_if_stale().await;
+        }
+    });
     Ok(view)
 }
 

@@ -33,7 +33,9 @@ pub enum ConnectionMode {
     /// named subscribers.
     Dedicated,
     /// All subscriptions share a fixed set of connections; the hub reference-counts each
-    /// channel and pattern. `PUBSUB NUMSUB` then counts connections, not names.
+    /// channel and pattern. `PUBSUB NUMSUB` then counts connections, not names. Shard
+    /// channels go to as many shared shard links, picked by hash slot, each holding one
+    /// connection per master it needs.
     Shared {
         /// Number of subscriber connections (at least 1).
         connections: usize,

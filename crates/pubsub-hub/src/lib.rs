@@ -1,9 +1,10 @@
 //! # pubsub_hub
 //!
 //! A Redis pub/sub hub on [redis-rs](https://docs.rs/redis): publish JSON or raw bytes,
-//! keep named exact-match and pattern subscribers, each with a ring buffer of recent
-//! messages, ask Redis what is subscribed (`PUBSUB CHANNELS / NUMSUB / NUMPAT`), and count
-//! what was published, delivered and received.
+//! keep named exact-match, pattern and shard-channel subscribers, each with a ring buffer
+//! of recent messages, ask Redis what is subscribed (`PUBSUB CHANNELS / NUMSUB / NUMPAT /
+//! SHARDCHANNELS / SHARDNUMSUB`), and count what was published, delivered and received.
+//! It runs on one Redis server or on a Redis Cluster.
 //!
 //! It is the `PubSubHub` helper of the guide "Redis pub/sub with redis-rs", made reliable:
 //! consumers read an event stream with exact lag reports instead of polling the ring buffer;
@@ -37,6 +38,18 @@
 //!   number it missed.
 //! - Every Redis command is bounded by [`HubConfig::command_timeout`] (default 2 s).
 //!
+//! # Redis Cluster and sharded pub/sub
+//! [`PubSubHub::cluster`] takes node addresses instead of a client. Plain channels and
+//! patterns are subscribed on any reachable node, since a PUBLISH on any node is relayed to
+//! every node over the cluster bus. Shard channels ([`PubSubHub::ssubscribe`],
+//! [`PubSubHub::spublish`], Redis 7+, also on a single server) live on the master owning
+//! their hash slot: a shard subscription keeps one connection per master its channels need,
+//! subscribes channel by channel (Redis refuses a multi-slot `SSUBSCRIBE`), and follows its
+//! channels to their new master after a restart, a failover or a slot migration, with the
+//! same [`Event::Disconnected`] / [`Event::Reconnected`] events and status as plain links.
+//! Introspection asks every reachable node and merges: channel lists are unions, `NUMSUB`,
+//! `NUMPAT` and `SHARDNUMSUB` are sums (each node only counts its own clients).
+//!
 //! # Layout
 //! - [`hub`] — [`PubSubHub`], publishing, the registry of named subscriptions, introspection,
 //!   [`Stats`].
@@ -46,7 +59,14 @@
 //! - [`config`] — [`HubConfig`], [`ConnectionMode`] and the `DEFAULT_*` values.
 //! - [`error`] — [`HubError`].
 //! - `link` (private) — one Redis subscribe connection owned by one task, with routing,
-//!   reference counting, keep-alive PING and reconnect.
+//!   reference counting, keep-alive PING and reconnect; on a cluster it connects to any
+//!   reachable node.
+//! - `shard` (private) — shard links: one RESP3 connection per master owning a subscribed
+//!   shard channel, `SSUBSCRIBE` per slot, and resubscription on the new owner when Redis
+//!   ends a shard subscription or a node goes away.
+//! - `cluster` (private) — the hub's view of a Redis Cluster: slot owners (merged from
+//!   every node's `CLUSTER NODES` by config epoch), the nodes to ask, and one admin
+//!   connection per node for introspection.
 
 mod cluster;
 pub mod config;
