@@ -285,6 +285,9 @@ async fn shard_subscriptions_survive_a_node_restart() {
         .await
         .unwrap();
     let plain = hub.subscribe("plain", vec![healthy.clone()]).await.unwrap();
+    hub.ssubscribe("doomed", vec![victim.clone()])
+        .await
+        .unwrap();
     let (mut hit_events, mut spared_events) = (hit.consumer(), spared.consumer());
 
     cluster.stop_node(victim_port);
@@ -299,6 +302,23 @@ async fn shard_subscriptions_survive_a_node_restart() {
     assert!(
         spared.is_alive(),
         "its channel lives on a master that is fine"
+    );
+    // While the owner is down, calls on its channels fail or finish promptly.
+    let t = Instant::now();
+    let err = hub
+        .ssubscribe("refused", vec![victim.clone()])
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(hub.get_subscription("refused").is_none());
+    assert!(
+        hub.unsubscribe("doomed").await,
+        "nothing to tell the dead node"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
     );
     // The healthy master still delivers to both while the other one is down.
     spublish_until(&hub, &healthy, &json!("meanwhile"), 1).await;
@@ -343,6 +363,9 @@ async fn shard_subscriptions_survive_a_node_restart() {
         1,
         "refcounted: one connection"
     );
+    // doomed left during the outage: hit was the last one on the victim's channel.
+    assert!(hub.unsubscribe("hit").await);
+    assert_eq!(shardnumsub(cluster.node(victim_port), &victim), 0);
     hub.shutdown().await;
     assert!(
         started.elapsed() < Duration::from_secs(30),

@@ -283,3 +283,29 @@ async fn introspection_tolerates_servers_without_shard_commands() {
     );
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_shard_consumer_gets_exact_lag() {
+    let server = RedisServer::start();
+    let hub = hub_with(&server, HubConfig::default().with_queue_capacity(4)).await;
+    let sub = hub.ssubscribe("lag", strings(&["lag"])).await.unwrap();
+    let mut slow = sub.consumer();
+    for n in 0..20 {
+        assert_eq!(hub.spublish("lag", &json!({"n": n})).await.unwrap(), 1);
+    }
+    eventually("20 received", || async { sub.received_total() == 20 }).await;
+    match next_event(&mut slow).await {
+        Event::Lagged(n) => assert_eq!(n, 16),
+        other => panic!("expected Lagged, got {other:?}"),
+    }
+    for n in 16..20 {
+        assert_eq!(next_message(&mut slow).await.payload, json!({"n": n}));
+    }
+    assert_eq!(sub.dropped_total(), 16);
+    assert_eq!(hub.local_stats().dropped_total, 16);
+    assert_eq!(
+        sub.messages(None).len(),
+        pubsub_hub::DEFAULT_BUFFER_SIZE.min(20)
+    );
+    hub.shutdown().await;
+}
