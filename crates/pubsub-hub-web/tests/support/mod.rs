@@ -3,6 +3,8 @@
 //! soak tests (and the soak example, through `#[path]`).
 #![allow(dead_code)]
 
+pub mod soak;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
