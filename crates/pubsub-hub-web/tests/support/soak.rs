@@ -244,7 +244,11 @@ pub async fn run(config: SoakConfig) -> SoakReport {
             let mut n: u64 = 0;
             while !shared.stop.load(Ordering::Relaxed) {
                 n += 1;
-                let kind = if n % 2 == 0 { "channel" } else { "pattern" };
+                let kind = if n.is_multiple_of(2) {
+                    "channel"
+                } else {
+                    "pattern"
+                };
                 let target = format!("churn:{}", n % 8);
                 let reply = post(
                     addr,
@@ -340,7 +344,7 @@ pub async fn run(config: SoakConfig) -> SoakReport {
 
     // Settle: every message in flight has arrived or never will.
     let state = live
-        .wait_state("all live, received stops changing", |s| all_live(s))
+        .wait_state("all live, received stops changing", all_live)
         .await;
     let received_now = |s: &Value| -> u64 {
         (0..CHANNELS)
