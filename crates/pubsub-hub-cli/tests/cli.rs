@@ -491,6 +491,7 @@ fn unreachable_redis_exits_3_with_one_line() {
 fn usage_errors_exit_2() {
     for args in [
         vec!["publish"],
+        vec!["publish", "ch"],
         vec!["subscribe"],
         vec!["publish", "--count", "0", "ch", "m"],
         vec!["subscribe", "--format", "xml", "ch"],
@@ -506,7 +507,11 @@ fn usage_errors_exit_2() {
             WAIT,
         );
         assert_exit(&o, 2);
-        assert!(stderr(&o).contains("error"), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("error") || err.contains("no message"),
+            "{args:?}: {err}"
+        );
     }
     let o = run(
         {

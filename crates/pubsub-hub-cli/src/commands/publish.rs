@@ -69,11 +69,18 @@ fn read_input(args: &PublishArgs) -> Result<Input, CliError> {
             bytes: text.as_bytes().to_vec(),
             from_stream: false,
         }),
-        None if std::io::stdin().is_terminal() => Err(CliError::usage(
-            "no message: give MESSAGE, `-` to read stdin, or --file PATH",
-        )),
-        None => read_stdin(),
+        None if std::io::stdin().is_terminal() => Err(no_message()),
+        // Without `-`, an empty stdin (say /dev/null in a script) is a forgotten message,
+        // not a request to publish an empty one.
+        None => match read_stdin()? {
+            input if input.bytes.is_empty() => Err(no_message()),
+            input => Ok(input),
+        },
     }
+}
+
+fn no_message() -> CliError {
+    CliError::usage("no message: give MESSAGE, `-` to read stdin, or --file PATH")
 }
 
 fn read_stdin() -> Result<Input, CliError> {
