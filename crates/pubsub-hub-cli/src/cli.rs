@@ -41,6 +41,7 @@ pub struct RedisArgs {
         long,
         env = "REDIS_URL",
         global = true,
+        help_heading = "Redis",
         hide_env_values = true,
         value_name = "URL"
     )]
@@ -51,6 +52,7 @@ pub struct RedisArgs {
         long,
         env = "REDIS_HOST",
         global = true,
+        help_heading = "Redis",
         default_value = "localhost",
         value_name = "HOST"
     )]
@@ -61,6 +63,7 @@ pub struct RedisArgs {
         long,
         env = "REDIS_PORT",
         global = true,
+        help_heading = "Redis",
         default_value_t = 6379,
         value_name = "PORT"
     )]
