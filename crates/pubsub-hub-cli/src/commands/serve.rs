@@ -27,7 +27,9 @@ pub fn options(target: &RedisTarget, args: &ServeArgs) -> DashboardOptions {
 
 /// Serves until Ctrl-C or SIGTERM; every subscription is closed before this returns.
 pub async fn run(target: &RedisTarget, args: &ServeArgs) -> Result<(), CliError> {
-    run_dashboard(options(target, args), super::shutdown_signal())
+    // Installed before the start-up lines are printed (see `shutdown_signal`).
+    let stop = super::shutdown_signal();
+    run_dashboard(options(target, args), stop)
         .await
         .map_err(|e| classify(&e))
 }

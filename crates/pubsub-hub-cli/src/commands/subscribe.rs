@@ -16,10 +16,11 @@ const SUBSCRIPTION_NAME: &str = "pubsub-hub-cli";
 
 /// Subscribes and prints until `--count`, a signal, or a broken stdout.
 pub async fn run(target: &RedisTarget, args: &SubscribeArgs) -> Result<(), CliError> {
+    let stop = super::shutdown_signal();
     let hub = super::connect(target, HubConfig::default()).await?;
     let result = tokio::select! {
         r = receive(&hub, target, args) => r,
-        _ = super::shutdown_signal() => Ok(()),
+        _ = stop => Ok(()),
     };
     hub.shutdown().await;
     result
