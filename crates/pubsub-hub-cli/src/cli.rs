@@ -209,7 +209,7 @@ pub struct SubscribeArgs {
     #[arg(required = true, value_name = "TARGET")]
     pub targets: Vec<String>,
 
-    /// Treat the targets as glob patterns (PSUBSCRIBE): *, ?, [abc].
+    /// Treat the targets as glob patterns (PSUBSCRIBE): `*`, `?`, `[abc]`.
     #[arg(long, conflicts_with = "shard")]
     pub pattern: bool,
 

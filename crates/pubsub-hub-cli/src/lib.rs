@@ -17,7 +17,7 @@
 //!   ([`error::EXIT_CODES_HELP`]); every error is one line.
 //! - [`commands`]: `serve` (over `pubsub_hub_web`), `publish`, `subscribe`, `inspect`, and
 //!   the Ctrl-C / SIGTERM signal.
-//! - [`bench`]: the benchmark suite: a private `redis-server` per run, one module per
+//! - [`bench`](mod@bench): the benchmark suite: a private `redis-server` per run, one module per
 //!   scenario, the progress display, the results table / JSON / Markdown and the SVG chart.
 //! - [`table`]: aligned text and Markdown tables.
 
