@@ -4,21 +4,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware;
 use axum::routing::{get, post};
 use pubsub_hub::PubSubHub;
 use tokio_util::sync::CancellationToken;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, DefaultOnRequest, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::access::{self, AccessControl};
 use crate::gaps::GapTracker;
 use crate::limits::Limits;
+use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 use crate::push::StateFeed;
 use crate::state::{DEFAULT_PAYLOAD_DISPLAY_BYTES, MAX_MESSAGES_PER_SUBSCRIPTION};
-use crate::{assets, push, routes};
+use crate::{assets, health, metrics, openapi, push, routes};
 
 /// Largest accepted request body by default ([`Limits::max_body_bytes`]).
 pub const MAX_BODY_BYTES: usize = crate::limits::DEFAULT_MAX_BODY_BYTES;
@@ -109,6 +111,8 @@ pub struct AppState {
     pub access: Arc<AccessControl>,
     /// The subscribers' delivery gaps, shown in `/state`.
     pub gaps: Arc<GapTracker>,
+    /// This dashboard's metrics (its own registry), rendered by `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// Held by `/subscribe`, `/unsubscribe` and `/reset` while they change the registry, so
     /// a limit check and the change it allows cannot interleave with another change.
     pub(crate) writes: Arc<tokio::sync::Mutex<()>>,
@@ -124,6 +128,7 @@ impl AppState {
     /// Inside a Tokio runtime this starts the gap tracker's task.
     pub fn with_settings(hub: PubSubHub, settings: DashboardSettings) -> Self {
         let state = AppState {
+            metrics: Arc::new(Metrics::new(&hub)),
             hub,
             settings: Arc::new(settings),
             shutdown: CancellationToken::new(),
@@ -163,8 +168,9 @@ impl std::fmt::Debug for AppState {
 }
 
 /// The whole dashboard as a `Router`: the page and its assets, the contract's routes,
-/// `/events` and `/healthz`, JSON 404 / 405 answers, the access rules ([`access::guard`]),
-/// a body limit and the security headers.
+/// `/events`, the operations routes (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`),
+/// JSON 404 / 405 answers, the access rules ([`access::guard`]), a body limit, request
+/// metrics and tracing by route pattern, and the security headers.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(assets::index))
@@ -178,20 +184,34 @@ pub fn router(state: AppState) -> Router {
         .route("/reset", post(routes::reset))
         .route("/events", get(push::events))
         .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), access::guard))
-        // The span names the path only: a query may carry the access token.
-        .layer(TraceLayer::new_for_http().make_span_with(
-            |request: &axum::http::Request<axum::body::Body>| {
-                tracing::debug_span!(
-                    "request",
-                    method = %request.method(),
-                    path = %request.uri().path()
-                )
-            },
+        // Outside the access guard, so refusals are counted under their route too.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track_http,
         ))
+        // The span names the route pattern only, never the URI: a query may carry the
+        // access token. Status and latency are in the response event.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+                    tracing::info_span!("request", method = %request.method(), route = %route)
+                })
+                .on_request(DefaultOnRequest::new().level(Level::DEBUG))
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                // `ApiError` logs server-side failures with their cause already.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
         .layer(header_layer(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -20,11 +20,38 @@ pub const FAVICON_SVG: &str = include_str!("../assets/favicon.svg");
 const ASSET_CACHE: &str = "no-cache";
 
 /// `GET /`: the dashboard page.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "page",
+    description = "The dashboard page. With an access token configured, opening \
+                   `/?token=<token>` once sets the session cookie and redirects to `/`.",
+    params(
+        ("token" = Option<String>, Query,
+         description = "The access token, to log in (only when one is configured)"),
+    ),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String),
+        (status = 303, description = "Logged in: the cookie is set; go to `/`"),
+        (status = 401, description = "An access token is configured and was not presented, or is wrong", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Refused whatever the credentials (a foreign Host)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn index() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, ASSET_CACHE)], Html(INDEX_HTML))
 }
 
 /// `GET /app.js`.
+#[utoipa::path(
+    get,
+    path = "/app.js",
+    tag = "page",
+    responses(
+        (status = 200, description = "The page's script", content_type = "text/javascript", body = String),
+        (status = 401, description = "An access token is configured and was not presented", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Refused whatever the credentials (a foreign Host)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn script() -> impl IntoResponse {
     (
         [
@@ -36,6 +63,16 @@ pub async fn script() -> impl IntoResponse {
 }
 
 /// `GET /style.css`.
+#[utoipa::path(
+    get,
+    path = "/style.css",
+    tag = "page",
+    responses(
+        (status = 200, description = "The page's stylesheet", content_type = "text/css", body = String),
+        (status = 401, description = "An access token is configured and was not presented", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Refused whatever the credentials (a foreign Host)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn style() -> impl IntoResponse {
     (
         [
@@ -47,6 +84,16 @@ pub async fn style() -> impl IntoResponse {
 }
 
 /// `GET /favicon.svg`.
+#[utoipa::path(
+    get,
+    path = "/favicon.svg",
+    tag = "page",
+    responses(
+        (status = 200, description = "The page's icon", content_type = "image/svg+xml", body = String),
+        (status = 401, description = "An access token is configured and was not presented", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Refused whatever the credentials (a foreign Host)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn favicon() -> impl IntoResponse {
     (
         [

@@ -38,6 +38,12 @@
 //!   shows as `gaps_total`, `last_gap` and `warnings`.
 //! - [`routes`]: the contract's handlers (`/state`, `/publish`, `/subscribe`, `/unsubscribe`,
 //!   `/reset`) and `/healthz`.
+//! - [`health`]: `/readyz` ([`Readiness`]): Redis answers within a second and every
+//!   subscriber is live, else 503.
+//! - [`metrics`]: [`Metrics`], one Prometheus registry per dashboard, `/metrics` and the
+//!   middleware that counts and times requests by route pattern; the label bounds.
+//! - [`openapi`]: `/openapi.json`, the OpenAPI 3.1 document generated from the handlers'
+//!   `#[utoipa::path]` attributes and the body types ([`ApiDoc`]).
 //! - [`state`]: [`build_state`], the `/state` document, with payload truncation.
 //! - [`push`]: `/events`, the coalesced server-sent-event stream that ends at shutdown.
 //! - [`error`]: [`ApiError`], the one error type of the HTTP layer, and [`ApiForm`], the form
@@ -56,7 +62,10 @@ pub mod embedded;
 pub mod error;
 pub mod form;
 pub mod gaps;
+pub mod health;
 pub mod limits;
+pub mod metrics;
+pub mod openapi;
 pub mod push;
 pub mod routes;
 pub mod server;
@@ -67,7 +76,10 @@ pub use app::{AppState, DashboardSettings, router};
 pub use embedded::{EmbeddedError, EmbeddedRedis};
 pub use error::{ApiError, ApiForm};
 pub use gaps::GapTracker;
+pub use health::Readiness;
 pub use limits::Limits;
+pub use metrics::Metrics;
+pub use openapi::ApiDoc;
 pub use server::{
     DEFAULT_SUBSCRIPTIONS, Dashboard, DashboardError, DashboardOptions, dashboard_hub_config,
     run_dashboard, seed_defaults, serve, serve_with_state, shutdown_signal,

@@ -103,6 +103,20 @@ async fn run_feed(app: AppState) {
 /// `GET /events`: `event: state` with the `/state` document as data, first at once (or as
 /// soon as the first state is built), then on every coalesced change; keep-alive comments
 /// while idle. Ends at shutdown.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "push",
+    description = "Server-sent events: `event: state` with the `GET /state` document as \
+                   `data`, at once and then on every change (coalesced), with `: keep-alive` \
+                   comments while idle. The stream ends only when the server shuts down.",
+    responses(
+        (status = 200, description = "The stream; each event's data is a `StateDocument`",
+         content_type = "text/event-stream", body = String),
+        (status = 401, description = "An access token is configured and was not presented", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Refused whatever the credentials (a foreign Host)", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn events(
     State(app): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

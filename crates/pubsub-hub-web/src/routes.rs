@@ -8,10 +8,14 @@ use axum::extract::State;
 use pubsub_hub::TargetKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiForm};
 use crate::form::{parse_count, parse_targets};
+use crate::openapi::{
+    ErrorBody, HealthStatus, PublishReply, StateDocument, UnsubscribeReply, default_fields,
+};
 use crate::server::seed_defaults;
 use crate::state::app_state_document;
 
@@ -20,34 +24,41 @@ use crate::state::app_state_document;
 pub const MAX_PUBLISH_COUNT: u32 = crate::limits::DEFAULT_MAX_PUBLISH_COUNT;
 
 /// `POST /publish` fields.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct PublishForm {
     /// Channel to publish to (trimmed, required).
+    #[schema(required = true, schema_with = default_fields::channel)]
     pub channel: String,
     /// Message body (trimmed, required); sent inside the `{body, seq, of}` envelope.
+    #[schema(required = true, schema_with = default_fields::message)]
     pub message: String,
     /// How many times to publish; see [`parse_count`](crate::form::parse_count).
+    #[schema(schema_with = default_fields::count)]
     pub count: Option<String>,
 }
 
 /// `POST /subscribe` fields.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct SubscribeForm {
     /// Subscriber name (trimmed, required, unique).
+    #[schema(required = true, schema_with = default_fields::name)]
     pub name: String,
     /// `channel` (the default when absent or empty) or `pattern`.
+    #[schema(schema_with = default_fields::kind)]
     pub kind: String,
     /// Comma-separated channels or patterns.
+    #[schema(required = true, schema_with = default_fields::target)]
     pub target: String,
 }
 
 /// `POST /unsubscribe` fields.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct UnsubscribeForm {
     /// Subscriber name (trimmed, required).
+    #[schema(required = true, schema_with = default_fields::unsubscribe_name)]
     pub name: String,
 }
 
@@ -62,6 +73,20 @@ fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, ApiError> {
 }
 
 /// `GET /state`.
+#[utoipa::path(
+    get,
+    path = "/state",
+    tag = "contract",
+    description = "Every subscriber with its 15 newest messages (newest first), what Redis \
+                   reports about pub/sub, and the counters. Answers 200 within about a second \
+                   also while Redis is down: then `redis.available` is false and the \
+                   Redis-side fields are empty.",
+    responses(
+        (status = 200, description = "The state", body = StateDocument),
+        (status = 401, description = "An access token is configured and was not presented", body = ErrorBody),
+        (status = 403, description = "Refused whatever the credentials (a foreign Host)", body = ErrorBody),
+    )
+)]
 pub async fn state(State(app): State<AppState>) -> Json<Value> {
     Json(app_state_document(&app).await)
 }
@@ -70,6 +95,24 @@ pub async fn state(State(app): State<AppState>) -> Json<Value> {
 ///
 /// Everything is checked before the first PUBLISH. If Redis fails part-way (it went away),
 /// the answer is the error and `stats.published_total` says how many went out.
+#[utoipa::path(
+    post,
+    path = "/publish",
+    tag = "contract",
+    description = "Publishes `{\"body\": message, \"seq\": i, \"of\": count}` `count` times \
+                   (i from 1). Everything is checked before the first PUBLISH.",
+    request_body(content = PublishForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Published", body = PublishReply),
+        (status = 400, description = "Bad input: a required field is empty, a control character, a malformed form", body = ErrorBody),
+        (status = 401, description = "An access token is configured and was not presented", body = ErrorBody),
+        (status = 403, description = "Refused: cross-site, or a foreign Host", body = ErrorBody),
+        (status = 413, description = "Over a size limit (body, message, channel)", body = ErrorBody),
+        (status = 415, description = "The body is not a form", body = ErrorBody),
+        (status = 502, description = "Redis refused the command (ACL, credentials)", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable, or the server is shutting down", body = ErrorBody),
+    )
+)]
 pub async fn publish(
     State(app): State<AppState>,
     ApiForm(form): ApiForm<PublishForm>,
@@ -79,10 +122,17 @@ pub async fn publish(
     app.limits.check_target("channel", channel)?;
     app.limits.check_message(message)?;
     let count = parse_count(form.count.as_deref(), app.limits.max_publish_count);
+    let subscribed = app
+        .hub
+        .subscriptions()
+        .iter()
+        .any(|s| s.kind() == TargetKind::Channel && s.targets().iter().any(|t| t == channel));
     let mut delivered = Vec::with_capacity(count as usize);
     for seq in 1..=count {
         let envelope = json!({ "body": message, "seq": seq, "of": count });
-        delivered.push(app.hub.publish(channel, &envelope).await?);
+        let publish = app.hub.publish(channel, &envelope);
+        delivered.push(app.metrics.time_redis("publish", publish).await?);
+        app.metrics.count_publish(channel, subscribed);
     }
     let state = app_state_document(&app).await;
     Ok(Json(json!({
@@ -95,6 +145,24 @@ pub async fn publish(
 
 /// `POST /subscribe`: adds a named channel or pattern subscriber. All input and the
 /// subscriber limit are checked first; a Redis failure leaves nothing behind.
+#[utoipa::path(
+    post,
+    path = "/subscribe",
+    tag = "contract",
+    description = "Adds a named channel or pattern subscriber. All input and the subscriber \
+                   limit are checked first; a Redis failure leaves nothing behind.",
+    request_body(content = SubscribeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Subscribed; the state after it", body = StateDocument),
+        (status = 400, description = "Bad input: a required field is empty, an unknown kind, a name in use, too many targets or subscribers, a control character, a malformed form", body = ErrorBody),
+        (status = 401, description = "An access token is configured and was not presented", body = ErrorBody),
+        (status = 403, description = "Refused: cross-site, or a foreign Host", body = ErrorBody),
+        (status = 413, description = "Over a size limit (body, name, target)", body = ErrorBody),
+        (status = 415, description = "The body is not a form", body = ErrorBody),
+        (status = 502, description = "Redis refused the command (ACL, credentials)", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable, or the server is shutting down", body = ErrorBody),
+    )
+)]
 pub async fn subscribe(
     State(app): State<AppState>,
     ApiForm(form): ApiForm<SubscribeForm>,
@@ -122,8 +190,9 @@ pub async fn subscribe(
         {
             return Err(app.limits.subscriptions_full());
         }
-        app.hub
-            .subscribe_kind(name, kind, targets)
+        let subscribing = app.hub.subscribe_kind(name, kind, targets);
+        app.metrics
+            .time_redis("subscribe", subscribing)
             .await
             .map_err(|e| {
                 if e.is_limit_exceeded() {
@@ -137,6 +206,21 @@ pub async fn subscribe(
 }
 
 /// `POST /unsubscribe`: removes a subscriber; `removed` says whether there was one.
+#[utoipa::path(
+    post,
+    path = "/unsubscribe",
+    tag = "contract",
+    description = "Removes a subscriber; `removed` says whether there was one.",
+    request_body(content = UnsubscribeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Done; the state after it", body = UnsubscribeReply),
+        (status = 400, description = "Bad input: `name` is empty, a malformed form", body = ErrorBody),
+        (status = 401, description = "An access token is configured and was not presented", body = ErrorBody),
+        (status = 403, description = "Refused: cross-site, or a foreign Host", body = ErrorBody),
+        (status = 413, description = "The body is over `max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "The body is not a form", body = ErrorBody),
+    )
+)]
 pub async fn unsubscribe(
     State(app): State<AppState>,
     ApiForm(form): ApiForm<UnsubscribeForm>,
@@ -144,7 +228,11 @@ pub async fn unsubscribe(
     let name = required(&form.name, "name")?;
     let removed = {
         let _writing = app.writes.lock().await;
-        app.hub.unsubscribe(name).await
+        let started = std::time::Instant::now();
+        let removed = app.hub.unsubscribe(name).await;
+        app.metrics
+            .observe_redis("unsubscribe", started.elapsed(), true);
+        removed
     };
     let state = app_state_document(&app).await;
     Ok(Json(json!({ "removed": removed, "state": state })))
@@ -154,10 +242,25 @@ pub async fn unsubscribe(
 ///
 /// Redis is asked first, so that with Redis away the answer is a 503 and the subscribers
 /// are left as they were instead of being closed with nothing to replace them.
+#[utoipa::path(
+    post,
+    path = "/reset",
+    tag = "contract",
+    description = "Closes every subscription, zeroes the counters and seeds the three default \
+                   subscribers again. Takes no fields.",
+    responses(
+        (status = 200, description = "Reset; the state after it", body = StateDocument),
+        (status = 401, description = "An access token is configured and was not presented", body = ErrorBody),
+        (status = 403, description = "Refused: cross-site, or a foreign Host", body = ErrorBody),
+        (status = 502, description = "Redis refused the command (ACL, credentials)", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable (nothing was changed), or the server is shutting down", body = ErrorBody),
+    )
+)]
 pub async fn reset(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     {
         let _writing = app.writes.lock().await;
-        app.hub.pattern_subscriber_count().await?;
+        let check = app.hub.pattern_subscriber_count();
+        app.metrics.time_redis("numpat", check).await?;
         app.hub.close_all().await;
         app.hub.reset_stats();
         app.gaps.clear();
@@ -168,6 +271,14 @@ pub async fn reset(State(app): State<AppState>) -> Result<Json<Value>, ApiError>
 
 /// `GET /healthz`: the process is up and serving (it does not ask Redis; `/state` says
 /// whether Redis answers).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    description = "The process answers. Never asks Redis (see `/readyz`); never needs the \
+                   access token.",
+    responses((status = 200, description = "Alive", body = HealthStatus))
+)]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }

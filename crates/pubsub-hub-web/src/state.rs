@@ -12,6 +12,7 @@ use pubsub_hub::{HubError, Payload, PayloadEncoding, PubSubHub, ReceivedMessage,
 use serde_json::{Value, json};
 
 use crate::app::{AppState, DashboardSettings};
+use crate::metrics::Metrics;
 
 /// Messages shown per subscriber, newest first (the contract's 15).
 pub const MAX_MESSAGES_PER_SUBSCRIPTION: usize = 15;
@@ -27,6 +28,15 @@ pub const DEFAULT_PAYLOAD_DISPLAY_BYTES: usize = 2048;
 /// [`DashboardSettings::state_timeout`] (or refuses), the local part is still returned, with empty server-side fields and
 /// `"redis": {"available": false, "error": ...}`: the page keeps working and says why.
 pub async fn build_state(hub: &PubSubHub, settings: &DashboardSettings) -> Value {
+    build_state_timed(hub, settings, None).await
+}
+
+/// [`build_state`], timing the Redis round trip in `metrics` when given.
+async fn build_state_timed(
+    hub: &PubSubHub,
+    settings: &DashboardSettings,
+    metrics: Option<&Metrics>,
+) -> Value {
     let version = hub.version();
     let subs = hub.subscriptions();
     let exact_channels: Vec<String> = subs
@@ -37,6 +47,7 @@ pub async fn build_state(hub: &PubSubHub, settings: &DashboardSettings) -> Value
         .into_iter()
         .collect();
 
+    let started = std::time::Instant::now();
     let introspection =
         match tokio::time::timeout(settings.state_timeout, hub.introspect("*", &exact_channels))
             .await
@@ -47,6 +58,9 @@ pub async fn build_state(hub: &PubSubHub, settings: &DashboardSettings) -> Value
                 after: settings.state_timeout,
             }),
         };
+    if let Some(metrics) = metrics {
+        metrics.observe_redis("introspect", started.elapsed(), introspection.is_ok());
+    }
     let mut stats = hub.local_stats();
     let (active_channels, numsub, redis) = match introspection {
         Ok(found) => {
@@ -87,7 +101,7 @@ pub async fn build_state(hub: &PubSubHub, settings: &DashboardSettings) -> Value
 /// sentence per subscriber that is disconnected now or has been, saying that messages
 /// published in that window were lost for it.
 pub async fn app_state_document(app: &AppState) -> Value {
-    let mut state = build_state(&app.hub, &app.settings).await;
+    let mut state = build_state_timed(&app.hub, &app.settings, Some(&app.metrics)).await;
     app.gaps.observe(&app.hub);
     if let Some(subs) = state["subscriptions"].as_array_mut() {
         for sub in subs {

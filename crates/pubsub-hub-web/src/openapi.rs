@@ -1,0 +1,528 @@
+//! `GET /openapi.json`: the HTTP API described as OpenAPI 3.1, generated from the code.
+//!
+//! Every operation comes from the `#[utoipa::path]` attribute on its handler, and every
+//! body from a type that derives `ToSchema`: the forms are the very types the handlers
+//! decode, `/readyz` answers with [`Readiness`](crate::health::Readiness) itself. The JSON
+//! documents that the handlers build as values (`/state` and the answers that embed it)
+//! are described by the types below; the tests validate live answers against those schemas
+//! (including states with Redis down, pattern and binary deliveries and delivery gaps), and
+//! `scripts/schemathesis` checks a running server against the whole document, so neither
+//! side can drift unnoticed.
+//!
+//! The document is the same for every dashboard but for one thing: when an access token is
+//! configured it declares the two ways to present it (bearer header, session cookie) and
+//! requires one on every route but the health checks.
+//!
+//! Schemas describe what the server accepts as far as JSON Schema can say it. What it
+//! cannot say is in the descriptions and in the 4xx answers each operation lists: byte
+//! limits (the schema's `maxLength` counts characters), the uniqueness of subscriber
+//! names and the subscriber limit.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{OpenApi as Document, RefOr, Schema};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::access::{PUBLIC_PATHS, TOKEN_COOKIE};
+use crate::app::AppState;
+use crate::limits::Limits;
+
+/// Whitespace as Rust's `str::trim` sees it (Unicode `White_Space`), as a character-class
+/// body. The form fields are trimmed with it before they are checked.
+const WHITESPACE: &str = r"\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
+/// Control characters (`char::is_control`), refused inside names, channels and patterns.
+const CONTROL: &str = r"\u0000-\u001F\u007F-\u009F";
+
+/// A character that is neither whitespace nor a control character.
+fn visible(extra_excluded: &str) -> String {
+    format!(
+        r"[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000{extra_excluded}]"
+    )
+}
+
+/// One trimmed, non-empty item without control characters (a `,` is excluded from the item
+/// when `comma` is set, for the items of a list).
+fn item_pattern(comma: bool) -> String {
+    let extra = if comma { "," } else { "" };
+    let v = visible(extra);
+    format!("[{WHITESPACE}]*{v}([^{CONTROL}{extra}]*{v})?[{WHITESPACE}]*")
+}
+
+/// A subscriber name, or a channel to publish to: not empty after trimming, no control
+/// characters inside.
+fn name_pattern() -> String {
+    format!("^{}$", item_pattern(false))
+}
+
+/// A `target` list: comma-separated items, each trimmed, empty ones dropped, at least one
+/// left, none with control characters inside.
+fn targets_pattern() -> String {
+    let any_item = format!(
+        "[{WHITESPACE}]*({v}([^{CONTROL},]*{v})?)?[{WHITESPACE}]*",
+        v = visible(",")
+    );
+    format!("^({any_item},)*{}(,{any_item})*$", item_pattern(true))
+}
+
+/// Any text that is not empty after trimming.
+fn not_blank_pattern() -> String {
+    format!("[^{WHITESPACE}]")
+}
+
+fn text(description: String, pattern: String, max_length: Option<usize>) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .pattern(Some(pattern))
+        .max_length(max_length)
+        .build()
+}
+
+/// The `channel` of `POST /publish`, with `limits`.
+pub(crate) fn channel_field(limits: &Limits) -> Object {
+    text(
+        format!(
+            "The channel (trimmed; required). At most {} bytes (`max_target_bytes`; the \
+             schema's `maxLength` counts characters), no control characters.",
+            limits.max_target_bytes
+        ),
+        name_pattern(),
+        Some(limits.max_target_bytes),
+    )
+}
+
+/// The `message` of `POST /publish`, with `limits`.
+pub(crate) fn message_field(limits: &Limits) -> Object {
+    text(
+        format!(
+            "The message body (trimmed; required), sent as `{{\"body\": message, \"seq\": i, \
+             \"of\": count}}`. At most {} bytes (`max_message_bytes`).",
+            limits.max_message_bytes
+        ),
+        not_blank_pattern(),
+        Some(limits.max_message_bytes),
+    )
+}
+
+/// The `count` of `POST /publish`, with `limits`.
+pub(crate) fn count_field(limits: &Limits) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!(
+            "How many times to publish: a number, clamped to 1..={}; absent, empty or not a \
+             number counts as 1 (never refused).",
+            limits.max_publish_count
+        )))
+        .build()
+}
+
+/// The `name` of `POST /subscribe`, with `limits`.
+pub(crate) fn name_field(limits: &Limits) -> Object {
+    text(
+        format!(
+            "The subscriber's name (trimmed; required; unique: a name in use is a 400). At \
+             most {} bytes (`max_name_bytes`), no control characters.",
+            limits.max_name_bytes
+        ),
+        name_pattern(),
+        Some(limits.max_name_bytes),
+    )
+}
+
+/// The `kind` of `POST /subscribe`.
+pub(crate) fn kind_field(_: &Limits) -> Object {
+    text(
+        "`channel` (the default, also when empty) or `pattern`, trimmed; anything else is a \
+         400."
+            .into(),
+        format!("^[{WHITESPACE}]*(channel|pattern)?[{WHITESPACE}]*$"),
+        None,
+    )
+}
+
+/// The `target` of `POST /subscribe`, with `limits`.
+pub(crate) fn target_field(limits: &Limits) -> Object {
+    text(
+        format!(
+            "Comma-separated channels or patterns (required): items are trimmed and empty \
+             ones dropped; at least one must be left. At most {} items \
+             (`max_targets_per_subscription`) of at most {} bytes each (`max_target_bytes`), \
+             no control characters.",
+            limits.max_targets_per_subscription, limits.max_target_bytes
+        ),
+        targets_pattern(),
+        None,
+    )
+}
+
+/// The `name` of `POST /unsubscribe`.
+pub(crate) fn unsubscribe_name_field(_: &Limits) -> Object {
+    text(
+        "The subscriber to remove (trimmed; required). An unknown name is not an error: \
+         `removed` is false."
+            .into(),
+        not_blank_pattern(),
+        None,
+    )
+}
+
+/// The default-limit field schemas, for `#[schema(schema_with = ...)]`.
+pub(crate) mod default_fields {
+    use super::*;
+
+    pub(crate) fn channel() -> Object {
+        channel_field(&Limits::default())
+    }
+    pub(crate) fn message() -> Object {
+        message_field(&Limits::default())
+    }
+    pub(crate) fn count() -> Object {
+        count_field(&Limits::default())
+    }
+    pub(crate) fn name() -> Object {
+        name_field(&Limits::default())
+    }
+    pub(crate) fn kind() -> Object {
+        kind_field(&Limits::default())
+    }
+    pub(crate) fn target() -> Object {
+        target_field(&Limits::default())
+    }
+    pub(crate) fn unsubscribe_name() -> Object {
+        unsubscribe_name_field(&Limits::default())
+    }
+}
+
+/// The schema of field `field` of the form type `form` with `limits`, for the fields whose
+/// schema depends on them.
+fn field_schema(form: &str, field: &str, limits: &Limits) -> Option<Object> {
+    Some(match (form, field) {
+        ("PublishForm", "channel") => channel_field(limits),
+        ("PublishForm", "message") => message_field(limits),
+        ("PublishForm", "count") => count_field(limits),
+        ("SubscribeForm", "name") => name_field(limits),
+        ("SubscribeForm", "target") => target_field(limits),
+        _ => return None,
+    })
+}
+
+/// The body of every error: `{"error": "<human readable message>"}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": "channel is required"}))]
+pub struct ErrorBody {
+    /// What went wrong, for a person; never internals or secrets.
+    pub error: String,
+}
+
+/// `GET /healthz`: the process answers.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
+pub struct HealthStatus {
+    /// Always `ok`.
+    #[schema(pattern = "^ok$")]
+    pub status: String,
+}
+
+/// `GET /state`: every subscriber with its newest messages, what Redis reports about
+/// pub/sub, and the counters. The first four fields are the contract's; the rest are
+/// additive.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StateDocument {
+    /// Every subscriber, in name order.
+    pub subscriptions: Vec<SubscriptionView>,
+    /// `PUBSUB CHANNELS *` (exact channels only); empty while Redis does not answer.
+    pub active_channels: Vec<String>,
+    /// `PUBSUB NUMSUB` for every exact channel a local subscriber targets; empty while Redis
+    /// does not answer.
+    pub numsub: BTreeMap<String, i64>,
+    /// The hub's counters.
+    pub stats: StatsView,
+    /// Whether Redis answered the introspection of this state (additive).
+    pub redis: RedisAvailability,
+    /// The hub's change counter: grows whenever something observable changes (additive).
+    pub version: u64,
+    /// One sentence per subscriber that is disconnected now or has been, saying that
+    /// messages published in that window were lost for it (additive).
+    pub warnings: Vec<String>,
+}
+
+/// One subscriber in `/state`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    /// The subscriber's unique name.
+    pub name: String,
+    /// Its channels or patterns.
+    pub targets: Vec<String>,
+    /// True for a pattern subscriber.
+    pub is_pattern: bool,
+    /// Messages received so far.
+    pub received_total: u64,
+    /// True while the subscriber is connected and subscribed (`status.state == "live"`).
+    pub alive: bool,
+    /// Its newest messages, newest first, at most 15.
+    #[schema(max_items = 15)]
+    pub messages: Vec<MessageView>,
+    /// `channel`, `pattern` or `shard` (additive).
+    pub kind: String,
+    /// The connection state (additive).
+    pub status: StatusView,
+    /// Events dropped for its consumers that fell behind (additive).
+    pub dropped_total: u64,
+    /// Reconnections after a lost connection (additive).
+    pub reconnects_total: u64,
+    /// Windows in which it was disconnected, so far (additive).
+    pub gaps_total: u64,
+    /// The newest such window, or `null` (additive).
+    pub last_gap: Option<GapView>,
+}
+
+/// A subscriber's connection state, told apart by `state`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum StatusView {
+    /// Subscribed on a working connection.
+    Live,
+    /// The connection was lost; the hub is reconnecting.
+    Reconnecting {
+        /// Unix ms when the connection was lost.
+        since_ms: u64,
+        /// Failed reconnect attempts so far.
+        attempts: u32,
+        /// Why the connection was lost, or why the last attempt failed.
+        last_error: String,
+    },
+    /// Closed; final.
+    Closed,
+}
+
+/// A window in which a subscriber was disconnected.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GapView {
+    /// Unix ms when the connection was lost, or `null` when the gap was too short to be seen.
+    pub started_at_ms: Option<u64>,
+    /// Unix ms when the subscriber was live again, or `null` while the gap lasts.
+    pub ended_at_ms: Option<u64>,
+    /// Why the connection was lost.
+    pub error: String,
+}
+
+/// One received message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageView {
+    /// The channel it was published to.
+    pub channel: String,
+    /// The matching glob for a pattern delivery, else `null`.
+    pub pattern: Option<String>,
+    /// The message parsed as JSON when it is JSON, else its text as a string, else its
+    /// bytes in base64; cut to a string prefix when `truncated`.
+    #[schema(value_type = Value)]
+    pub payload: serde_json::Value,
+    /// How `payload` shows the bytes (additive).
+    pub encoding: PayloadEncodingView,
+    /// Unix ms when this process received it.
+    pub received_at_ms: u64,
+    /// Size in bytes as received (additive).
+    pub size: u64,
+    /// True when `payload` is a cut preview (additive).
+    pub truncated: bool,
+}
+
+/// How a payload is shown.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadEncodingView {
+    /// A JSON document.
+    Json,
+    /// UTF-8 text that is not JSON, as a string.
+    Text,
+    /// Other bytes, as a standard base64 string.
+    Base64,
+}
+
+/// The counters of `/state`. The contract's six come first; the rest are additive.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsView {
+    /// Successful PUBLISH calls of this process.
+    pub published_total: u64,
+    /// Sum of what Redis returned for those calls.
+    pub delivered_total: u64,
+    /// Messages received by this process' subscribers (one per subscriber per message).
+    pub received_total: u64,
+    /// Subscribers open now.
+    pub active_subscriptions: u64,
+    /// `PUBSUB NUMPAT` (server-wide); 0 while Redis does not answer.
+    pub pattern_subscriptions: i64,
+    /// Successful publishes per channel, for a bounded number of channels.
+    pub channel_published: BTreeMap<String, u64>,
+    /// Publishes to channels beyond that bound (additive).
+    pub channel_published_other: u64,
+    /// PUBLISH calls that failed or timed out (additive).
+    pub publish_errors_total: u64,
+    /// Events dropped for consumers that fell behind (additive).
+    pub dropped_total: u64,
+    /// Subscriber connections re-established (additive).
+    pub reconnects_total: u64,
+}
+
+/// Whether Redis answered for this state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedisAvailability {
+    /// True when Redis answered in time.
+    pub available: bool,
+    /// Why not, when it did not; absent when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error: Option<String>,
+}
+
+/// `POST /publish`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublishReply {
+    /// The channel, trimmed.
+    pub channel: String,
+    /// How many publishes were made (`count` after clamping).
+    #[schema(minimum = 1)]
+    pub publishes: u32,
+    /// What Redis returned for each PUBLISH, in order.
+    pub delivered: Vec<i64>,
+    /// The state after publishing.
+    pub state: StateDocument,
+}
+
+/// `POST /unsubscribe`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnsubscribeReply {
+    /// Whether there was a subscriber of that name.
+    pub removed: bool,
+    /// The state after removing it.
+    pub state: StateDocument,
+}
+
+/// The generated description of every route.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "pubsub-hub dashboard",
+        description = "The Redis pub/sub guide's dashboard contract (`/state`, `/publish`, \
+                       `/subscribe`, `/unsubscribe`, `/reset`), kept exactly, plus live push \
+                       (`/events`) and operations routes (`/healthz`, `/readyz`, `/metrics`, \
+                       `/openapi.json`). Every error is `{\"error\": \"...\"}`: 4xx for bad \
+                       input, 5xx for a failure on the Redis side.",
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
+    ),
+    paths(
+        crate::assets::index,
+        crate::assets::script,
+        crate::assets::style,
+        crate::assets::favicon,
+        crate::routes::state,
+        crate::routes::publish,
+        crate::routes::subscribe,
+        crate::routes::unsubscribe,
+        crate::routes::reset,
+        crate::push::events,
+        crate::routes::healthz,
+        crate::health::readyz,
+        crate::metrics::metrics,
+        openapi_json,
+    ),
+    tags(
+        (name = "contract", description = "The guide's HTTP contract, kept exactly"),
+        (name = "page", description = "The dashboard page and its assets"),
+        (name = "push", description = "Live updates"),
+        (name = "operations", description = "Health, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Name of the bearer-token security scheme in the document.
+pub const BEARER_SCHEME: &str = "bearerToken";
+/// Name of the session-cookie security scheme in the document.
+pub const COOKIE_SCHEME: &str = "sessionCookie";
+
+/// The document for `app`: [`ApiDoc`], plus the security requirements when `app` requires
+/// an access token.
+pub fn document(app: &AppState) -> Document {
+    let mut doc = ApiDoc::openapi();
+    if *app.limits != Limits::default() {
+        let components = doc.components.get_or_insert_with(Default::default);
+        for (form, schema) in components.schemas.iter_mut() {
+            let RefOr::T(Schema::Object(object)) = schema else {
+                continue;
+            };
+            for (field, property) in object.properties.iter_mut() {
+                if let Some(patched) = field_schema(form, field, &app.limits) {
+                    *property = RefOr::T(Schema::Object(patched));
+                }
+            }
+        }
+    }
+    if !app.access.requires_token() {
+        return doc;
+    }
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        BEARER_SCHEME,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("The access token: `Authorization: Bearer <token>`"))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        COOKIE_SCHEME,
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+            TOKEN_COOKIE,
+            "Set by opening `/?token=<token>` once in a browser",
+        ))),
+    );
+    let either = vec![
+        utoipa::openapi::security::SecurityRequirement::new(BEARER_SCHEME, Vec::<String>::new()),
+        utoipa::openapi::security::SecurityRequirement::new(COOKIE_SCHEME, Vec::<String>::new()),
+    ];
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let public = PUBLIC_PATHS.contains(&path.as_str());
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation.security = Some(if public {
+                // An empty requirement: no credentials needed.
+                vec![utoipa::openapi::security::SecurityRequirement::default()]
+            } else {
+                either.clone()
+            });
+        }
+    }
+    doc
+}
+
+/// `GET /openapi.json`: this document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of this server",
+         content_type = "application/json", body = Object),
+        (status = 401, description = "An access token is configured and was not presented",
+         body = ErrorBody),
+        (status = 403, description = "Refused whatever the credentials (a foreign Host)",
+         body = ErrorBody),
+    )
+)]
+pub async fn openapi_json(State(app): State<AppState>) -> Json<Document> {
+    Json(document(&app))
+}
