@@ -151,12 +151,8 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if matches!(self, ApiError::MethodNotAllowed) {
-            // Every route of ours answers GET or POST, never both.
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
-        }
+        // A 405 gets no `Allow` here: axum adds the route's own methods (`GET,HEAD` or
+        // `POST`) to any 405 that has none, which is what RFC 9110 asks for.
         response
     }
 }

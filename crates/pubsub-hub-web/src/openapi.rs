@@ -13,20 +13,22 @@
 //! configured it declares the two ways to present it (bearer header, session cookie) and
 //! requires one on every route but the health checks.
 //!
-//! Schemas describe what the server accepts as far as JSON Schema can say it. What it
-//! cannot say is in the descriptions and in the 4xx answers each operation lists: byte
-//! limits (the schema's `maxLength` counts characters), the uniqueness of subscriber
-//! names and the subscriber limit.
+//! Form schemas describe what the server accepts as far as JSON Schema can say it: the
+//! patterns trim whitespace as the handlers do, refuse control characters where the
+//! handlers do and bound the trimmed length (in characters). What they cannot say is in the
+//! descriptions and in the 4xx answers each operation lists: limits counted in bytes (a
+//! value within the pattern's character bound can still be over it: 413), the uniqueness
+//! of subscriber names, the subscriber limit and the number of targets (400).
 
 use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
-use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::openapi::schema::{AdditionalProperties, Object, ObjectBuilder, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, RefOr, Schema};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::access::{PUBLIC_PATHS, TOKEN_COOKIE};
 use crate::app::AppState;
@@ -45,28 +47,38 @@ fn visible(extra_excluded: &str) -> String {
     )
 }
 
-/// One trimmed, non-empty item without control characters (a `,` is excluded from the item
-/// when `comma` is set, for the items of a list).
-fn item_pattern(comma: bool) -> String {
-    let extra = if comma { "," } else { "" };
-    let v = visible(extra);
-    format!("[{WHITESPACE}]*{v}([^{CONTROL}{extra}]*{v})?[{WHITESPACE}]*")
+/// What may stand between the first and the last visible character of an item of at most
+/// `max` characters: `{0,max-2}` of `inner`, or nothing when `max` is 1.
+fn middle(inner: &str, v: &str, max: usize) -> String {
+    match max {
+        0 | 1 => String::new(),
+        _ => format!("({inner}{{0,{}}}{v})?", max - 2),
+    }
 }
 
-/// A subscriber name, or a channel to publish to: not empty after trimming, no control
-/// characters inside.
-fn name_pattern() -> String {
-    format!("^{}$", item_pattern(false))
+/// One trimmed, non-empty item of at most `max` characters (after trimming) without control
+/// characters; a `,` is excluded when `comma` is set, for the items of a list.
+fn item_pattern(comma: bool, max: usize) -> String {
+    let extra = if comma { "," } else { "" };
+    let v = visible(extra);
+    let inner = format!("[^{CONTROL}{extra}]");
+    format!(
+        "[{WHITESPACE}]*{v}{}[{WHITESPACE}]*",
+        middle(&inner, &v, max)
+    )
+}
+
+/// A subscriber name, or a channel to publish to: not empty after trimming, at most `max`
+/// characters then, no control characters inside.
+fn name_pattern(max: usize) -> String {
+    format!("^{}$", item_pattern(false, max))
 }
 
 /// A `target` list: comma-separated items, each trimmed, empty ones dropped, at least one
-/// left, none with control characters inside.
-fn targets_pattern() -> String {
-    let any_item = format!(
-        "[{WHITESPACE}]*({v}([^{CONTROL},]*{v})?)?[{WHITESPACE}]*",
-        v = visible(",")
-    );
-    format!("^({any_item},)*{}(,{any_item})*$", item_pattern(true))
+/// left, none longer than `max` characters or with control characters inside.
+fn targets_pattern(max: usize) -> String {
+    let any_item = format!("([{WHITESPACE}]*|{})", item_pattern(true, max));
+    format!("^({any_item},)*{}(,{any_item})*$", item_pattern(true, max))
 }
 
 /// Any text that is not empty after trimming.
@@ -74,12 +86,11 @@ fn not_blank_pattern() -> String {
     format!("[^{WHITESPACE}]")
 }
 
-fn text(description: String, pattern: String, max_length: Option<usize>) -> Object {
+fn text(description: String, pattern: String) -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .description(Some(description))
         .pattern(Some(pattern))
-        .max_length(max_length)
         .build()
 }
 
@@ -87,12 +98,12 @@ fn text(description: String, pattern: String, max_length: Option<usize>) -> Obje
 pub(crate) fn channel_field(limits: &Limits) -> Object {
     text(
         format!(
-            "The channel (trimmed; required). At most {} bytes (`max_target_bytes`; the \
-             schema's `maxLength` counts characters), no control characters.",
+            "The channel (trimmed; required). At most {} bytes after trimming \
+             (`max_target_bytes`; the pattern can bound only characters: longer is a 413), no \
+             control characters.",
             limits.max_target_bytes
         ),
-        name_pattern(),
-        Some(limits.max_target_bytes),
+        name_pattern(limits.max_target_bytes),
     )
 }
 
@@ -101,11 +112,11 @@ pub(crate) fn message_field(limits: &Limits) -> Object {
     text(
         format!(
             "The message body (trimmed; required), sent as `{{\"body\": message, \"seq\": i, \
-             \"of\": count}}`. At most {} bytes (`max_message_bytes`).",
+             \"of\": count}}`. At most {} bytes after trimming (`max_message_bytes`; longer \
+             is a 413: a pattern bounding it would be too large for common regex engines).",
             limits.max_message_bytes
         ),
         not_blank_pattern(),
-        Some(limits.max_message_bytes),
     )
 }
 
@@ -126,11 +137,11 @@ pub(crate) fn name_field(limits: &Limits) -> Object {
     text(
         format!(
             "The subscriber's name (trimmed; required; unique: a name in use is a 400). At \
-             most {} bytes (`max_name_bytes`), no control characters.",
+             most {} bytes after trimming (`max_name_bytes`; the pattern can bound only \
+             characters: longer is a 413), no control characters.",
             limits.max_name_bytes
         ),
-        name_pattern(),
-        Some(limits.max_name_bytes),
+        name_pattern(limits.max_name_bytes),
     )
 }
 
@@ -141,7 +152,6 @@ pub(crate) fn kind_field(_: &Limits) -> Object {
          400."
             .into(),
         format!("^[{WHITESPACE}]*(channel|pattern)?[{WHITESPACE}]*$"),
-        None,
     )
 }
 
@@ -151,12 +161,12 @@ pub(crate) fn target_field(limits: &Limits) -> Object {
         format!(
             "Comma-separated channels or patterns (required): items are trimmed and empty \
              ones dropped; at least one must be left. At most {} items \
-             (`max_targets_per_subscription`) of at most {} bytes each (`max_target_bytes`), \
-             no control characters.",
+             (`max_targets_per_subscription`; more is a 400) of at most {} bytes each \
+             (`max_target_bytes`; the pattern can bound only characters: longer is a 413), no \
+             control characters.",
             limits.max_targets_per_subscription, limits.max_target_bytes
         ),
-        targets_pattern(),
-        None,
+        targets_pattern(limits.max_target_bytes),
     )
 }
 
@@ -167,7 +177,6 @@ pub(crate) fn unsubscribe_name_field(_: &Limits) -> Object {
          `removed` is false."
             .into(),
         not_blank_pattern(),
-        None,
     )
 }
 
@@ -380,6 +389,18 @@ pub struct RedisAvailability {
     pub error: Option<String>,
 }
 
+/// One event of `GET /events`, as a client's event-stream parser sees it (comments such as
+/// the keep-alives are not events).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StateEvent {
+    /// Always `state`.
+    #[schema(pattern = "^state$")]
+    pub event: String,
+    /// The `GET /state` document ([`StateDocument`]) as JSON text.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
 /// `POST /publish`'s answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PublishReply {
@@ -431,6 +452,7 @@ pub struct UnsubscribeReply {
         crate::metrics::metrics,
         openapi_json,
     ),
+    modifiers(&FormExtras),
     tags(
         (name = "contract", description = "The guide's HTTP contract, kept exactly"),
         (name = "page", description = "The dashboard page and its assets"),
@@ -439,6 +461,32 @@ pub struct UnsubscribeReply {
     )
 )]
 pub struct ApiDoc;
+
+/// The form types' names in the document.
+pub const FORMS: [&str; 3] = ["PublishForm", "SubscribeForm", "UnsubscribeForm"];
+
+/// Says of every form that fields it does not know are accepted and ignored when they are
+/// given once (a value, not a list: a field given twice is a 400).
+struct FormExtras;
+
+impl Modify for FormExtras {
+    fn modify(&self, doc: &mut Document) {
+        let Some(components) = doc.components.as_mut() else {
+            return;
+        };
+        for name in FORMS {
+            if let Some(RefOr::T(Schema::Object(form))) = components.schemas.get_mut(name) {
+                let extra = ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("Fields the server does not know are ignored"))
+                    .build();
+                form.additional_properties = Some(Box::new(AdditionalProperties::RefOr(RefOr::T(
+                    Schema::Object(extra),
+                ))));
+            }
+        }
+    }
+}
 
 /// Name of the bearer-token security scheme in the document.
 pub const BEARER_SCHEME: &str = "bearerToken";

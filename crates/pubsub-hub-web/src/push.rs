@@ -111,8 +111,9 @@ async fn run_feed(app: AppState) {
                    `data`, at once and then on every change (coalesced), with `: keep-alive` \
                    comments while idle. The stream ends only when the server shuts down.",
     responses(
-        (status = 200, description = "The stream; each event's data is a `StateDocument`",
-         content_type = "text/event-stream", body = String),
+        (status = 200, description = "The stream of `state` events; each one's `data` is a \
+                                      `StateDocument` as JSON",
+         content_type = "text/event-stream", body = crate::openapi::StateEvent),
         (status = 401, description = "An access token is configured and was not presented", body = crate::openapi::ErrorBody),
         (status = 403, description = "Refused whatever the credentials (a foreign Host)", body = crate::openapi::ErrorBody),
     )

@@ -466,6 +466,83 @@ async fn openapi_describes_every_route_of_the_router() {
     hub.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_405_names_exactly_the_route_s_methods() {
+    let live = Live::start().await;
+    for (method, path, allow) in [
+        ("POST", "/state", "GET,HEAD"),
+        ("DELETE", "/metrics", "GET,HEAD"),
+        ("GET", "/publish", "POST"),
+        ("PUT", "/reset", "POST"),
+    ] {
+        let reply = live
+            .raw(
+                &format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"),
+                b"",
+            )
+            .await;
+        reply.error(405);
+        assert_eq!(reply.header("allow"), Some(allow), "{method} {path}");
+    }
+    live.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_event_carries_a_state_that_matches_the_document() {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let live = Live::start().await;
+    let app = router(live.app.clone());
+    let response = app
+        .oneshot(
+            axum::http::Request::get("/events")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut text = String::new();
+    let event = tokio::time::timeout(WAIT, async {
+        loop {
+            let frame = body.frame().await.expect("a frame").expect("readable");
+            if let Ok(data) = frame.into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+            if let Some(end) = text.find("\n\n") {
+                return text[..end].to_owned();
+            }
+        }
+    })
+    .await
+    .expect("the first event within the time limit");
+    let doc = document();
+    let mut fields = serde_json::Map::new();
+    for line in event.lines() {
+        let (k, v) = line.split_once(':').expect("field: value");
+        fields.insert(k.to_owned(), json!(v.trim_start()));
+    }
+    let fields = Value::Object(fields);
+    let event_schema = &doc["paths"]["/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+        ["schema"];
+    assert_eq!(
+        schema_errors(&doc, event_schema, &fields),
+        Vec::<String>::new()
+    );
+    let state: Value = serde_json::from_str(fields["data"].as_str().unwrap()).unwrap();
+    let errors = schema_errors(
+        &doc,
+        &json!({"$ref": "#/components/schemas/StateDocument"}),
+        &state,
+    );
+    assert_eq!(errors, Vec::<String>::new(), "{state}");
+    live.app.shutdown.cancel();
+    live.stop().await;
+}
+
 /// Checks a live answer against the document: its status is documented for the operation,
 /// its content type is the documented one, and a JSON body validates against the schema.
 fn conforms(doc: &Value, method: &str, path: &str, reply: &Reply) {
@@ -543,6 +620,18 @@ fn the_schemas_reject_what_the_contract_forbids() {
     for bad in ["", ",", " , ", "a,b\u{1}c", "a\tb"] {
         assert!(!valid("target", bad), "target {bad:?}");
     }
+    let long = |n: usize| format!(" {} ", "n".repeat(n));
+    assert!(valid("name", &long(128)), "128 characters after trimming");
+    assert!(!valid("name", &long(129)), "129 characters after trimming");
+    assert!(valid("target", &format!("{},a", "t".repeat(256))));
+    assert!(!valid("target", &format!("a,{}", "t".repeat(257))));
+    let publish = &doc["components"]["schemas"]["PublishForm"]["properties"];
+    let message_ok = |m: &str| schema_errors(&doc, &publish["message"], &json!(m)).is_empty();
+    assert!(
+        message_ok("a \u{1} b"),
+        "control characters are fine in a message"
+    );
+    assert!(!message_ok(" \t "));
     for ok in ["", "channel", " pattern "] {
         assert!(valid("kind", ok), "kind {ok:?}");
     }
