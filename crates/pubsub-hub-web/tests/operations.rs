@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use pubsub_hub_testkit::RedisServer;
-use pubsub_hub_web::{AccessControl, ApiDoc, AppState, openapi, router};
+use pubsub_hub_web::{AccessControl, ApiDoc, AppState, Limits, openapi, router};
 use serde_json::{Value, json};
 use support::{Live, Reply, Setup, WAIT, all_live, all_reconnecting, enc, sub};
 use utoipa::OpenApi;
@@ -464,6 +464,41 @@ async fn openapi_describes_every_route_of_the_router() {
         ["text/event-stream"]
     );
     hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_states_the_configured_limits() {
+    let live = Live::start_on(
+        RedisServer::start(),
+        Setup {
+            limits: Limits {
+                max_name_bytes: 8,
+                max_publish_count: 5,
+                ..Limits::default()
+            },
+            ..Setup::default()
+        },
+    )
+    .await;
+    let doc = live.get("/openapi.json").await.json();
+    let name = &doc["components"]["schemas"]["SubscribeForm"]["properties"]["name"];
+    assert!(schema_errors(&doc, name, &json!("12345678")).is_empty());
+    assert!(!schema_errors(&doc, name, &json!("123456789")).is_empty());
+    assert!(
+        name["description"]
+            .as_str()
+            .unwrap()
+            .contains("At most 8 bytes"),
+        "{name}"
+    );
+    let count = &doc["components"]["schemas"]["PublishForm"]["properties"]["count"];
+    assert!(
+        count["description"].as_str().unwrap().contains("1..=5"),
+        "{count}"
+    );
+    let reply = live.post("/subscribe", "name=123456789&target=a").await;
+    reply.error(413);
+    live.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
