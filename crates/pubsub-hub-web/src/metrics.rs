@@ -119,6 +119,9 @@ pub struct Metrics {
     channel_publishes: Family<ChannelLabels, Counter>,
     /// Which channels have a series of their own.
     channels: ChannelLabeller,
+    /// Held while a scrape sets `redis_up` and encodes, so two concurrent scrapes cannot
+    /// swap their probes' results.
+    rendering: Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -180,6 +183,7 @@ impl Metrics {
             http_latency,
             channel_publishes,
             channels: ChannelLabeller::new(max),
+            rendering: Mutex::new(()),
         }
     }
 
@@ -220,6 +224,7 @@ impl Metrics {
     /// The metrics in the Prometheus text format, with `pubsub_hub_redis_up` set to
     /// `redis_up`.
     pub fn render(&self, redis_up: bool) -> String {
+        let _rendering = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
         self.redis_up.set(i64::from(redis_up));
         let mut text = String::new();
         // Writing into a String cannot fail; an encoder error would be a bug in a metric.
