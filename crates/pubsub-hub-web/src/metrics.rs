@@ -307,32 +307,32 @@ impl Collector for HubCollector {
         let counters = [
             (
                 "pubsub_hub_published",
-                "Successful PUBLISH calls of this process (zeroed by POST /reset)",
+                "Successful PUBLISH calls of this process (zeroed by POST /reset).",
                 stats.published_total,
             ),
             (
                 "pubsub_hub_delivered",
-                "Sum of the receiver counts Redis returned for those publishes",
+                "Sum of the receiver counts Redis returned for those publishes.",
                 stats.delivered_total,
             ),
             (
                 "pubsub_hub_received",
-                "Messages received by this process' subscribers, one per subscriber per message",
+                "Messages received by this process' subscribers, one per subscriber per message.",
                 stats.received_total,
             ),
             (
                 "pubsub_hub_dropped",
-                "Events dropped for consumers that fell behind",
+                "Events dropped for consumers that fell behind.",
                 stats.dropped_total,
             ),
             (
                 "pubsub_hub_reconnects",
-                "Subscriber connections re-established after a loss",
+                "Subscriber connections re-established after a loss.",
                 stats.reconnects_total,
             ),
             (
                 "pubsub_hub_publish_errors",
-                "PUBLISH calls that failed or timed out",
+                "PUBLISH calls that failed or timed out.",
                 stats.publish_errors_total,
             ),
         ];
@@ -353,7 +353,7 @@ impl Collector for HubCollector {
         }
         let mut family = encoder.encode_descriptor(
             "pubsub_hub_subscriptions",
-            "Subscribers by status",
+            "Subscribers by status.",
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
@@ -369,7 +369,7 @@ impl Collector for HubCollector {
         let connections = ConstGauge::new(self.hub.subscriber_connections() as i64);
         let metric = encoder.encode_descriptor(
             "pubsub_hub_subscriber_connections",
-            "Open subscriber connections to Redis",
+            "Open subscriber connections to Redis.",
             None,
             connections.metric_type(),
         )?;
