@@ -379,19 +379,14 @@ async fn wrong_then_right_password() {
                 .count()
                 == subscriber_connections
         });
-    // Publishing stays refused: see `publishing_recovers_after_the_right_password`.
     prober.finish().await;
     live.stop().await;
 }
 
-/// KNOWN GAP (library): redis-rs 1.8's `ConnectionManager`, which the hub publishes and
-/// asks `PUBSUB` through, reconnects only after an I/O error; a reconnect refused by
-/// Redis (wrong password) stays its answer for good, so after the password is right again
-/// the subscribers recover but publishing and `/state`'s Redis part do not, until the
-/// process restarts. Needs `pubsub_hub` to build a new manager after such a failure.
-/// Un-ignore once it does.
+/// redis-rs 1.8's `ConnectionManager` reconnects only after an I/O error, so a reconnect
+/// refused by Redis (wrong password) would stay its answer for good; the hub replaces such
+/// a manager, so publishing and `/state`'s Redis part recover with the subscribers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known library gap: the publishing connection does not recover from a refused re-authentication"]
 async fn publishing_recovers_after_the_right_password() {
     let live = dashboard_as_acl_user().await;
     let baseline = live.connections();

@@ -5,8 +5,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
+use redis::aio::{ConnectionLike, ConnectionManagerConfig};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use serde::Serialize;
 use serde_json::Value;
@@ -15,6 +14,7 @@ use crate::cluster::{self, ClusterView, NodeAddr, slot_of, sum_pairs};
 use crate::config::{ConnectionMode, HubConfig};
 use crate::error::{HubError, bounded};
 use crate::link::{Endpoint, Link};
+use crate::publisher::{Publisher, ServerPublisher};
 use crate::shard::{self, Resolver};
 use crate::subscription::{Subscription, TargetKind};
 
@@ -125,23 +125,6 @@ pub(crate) struct HubInner {
     closed: AtomicBool,
 }
 
-/// The publishing connection: redis-rs's reconnecting manager on one server, its cluster
-/// connection (which follows `MOVED` and refreshes slots itself) on a cluster.
-#[derive(Clone)]
-enum Publisher {
-    Server(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl Publisher {
-    async fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
-        match self {
-            Publisher::Server(conn) => cmd.query_async(conn).await,
-            Publisher::Cluster(conn) => cmd.query_async(conn).await,
-        }
-    }
-}
-
 #[derive(Default)]
 struct Registry {
     subs: BTreeMap<String, Arc<Subscription>>,
@@ -173,7 +156,7 @@ impl PubSubHub {
         let publisher = bounded(
             "connect",
             config.connect_timeout + config.command_timeout,
-            client.get_connection_manager_with_config(cm_config),
+            ServerPublisher::connect(client.clone(), cm_config),
         )
         .await?;
         let info = client.get_connection_info();
@@ -187,7 +170,7 @@ impl PubSubHub {
         Ok(Self::assemble(
             client.clone(),
             config,
-            Publisher::Server(publisher),
+            Publisher::Server(Arc::new(publisher)),
             Endpoint::Server(client),
             shard_resolver,
             None,
@@ -768,8 +751,10 @@ impl PubSubHub {
                     }
                 }
             }
-            (None, Publisher::Server(mut conn)) => {
-                vec![bounded(operation, timeout, conn.req_packed_commands(pipe, 0, count)).await?]
+            (None, Publisher::Server(server)) => {
+                let call = server
+                    .run(|mut conn| async move { conn.req_packed_commands(pipe, 0, count).await });
+                vec![bounded(operation, timeout, call).await?]
             }
             (None, Publisher::Cluster(_)) => {
                 unreachable!("a cluster publisher always comes with a cluster view")

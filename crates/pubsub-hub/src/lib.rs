@@ -64,6 +64,9 @@
 //! - `shard` (private) — shard links: one RESP3 connection per master owning a subscribed
 //!   shard channel, `SSUBSCRIBE` per slot, and resubscription on the new owner when Redis
 //!   ends a shard subscription or a node goes away.
+//! - `publisher` (private) — the connection for `PUBLISH` and `PUBSUB`: redis-rs's
+//!   reconnecting manager, replaced when a reconnect was refused (a changed password), or
+//!   the cluster connection.
 //! - `cluster` (private) — the hub's view of a Redis Cluster: slot owners (merged from
 //!   every node's `CLUSTER NODES` by config epoch), the nodes to ask, and one admin
 //!   connection per node for introspection.
@@ -74,6 +77,7 @@ pub mod error;
 pub mod hub;
 mod link;
 pub mod message;
+mod publisher;
 mod shard;
 pub mod subscription;
 

@@ -203,3 +203,43 @@ async fn subscribe_unsubscribe_and_shutdown_stay_bounded_while_redis_is_down() {
         .expect("shutdown returns while Redis is down");
     assert!(started.elapsed() < Duration::from_secs(8));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_recovers_after_a_refused_reconnect() {
+    let server = RedisServer::start();
+    server.cmd(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">old-pass",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    let url = format!("redis://app:old-pass@127.0.0.1:{}/", server.port());
+    let config = pubsub_hub::HubConfig::default()
+        .with_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(300));
+    let hub = pubsub_hub::PubSubHub::with_config(redis::Client::open(url).unwrap(), config)
+        .await
+        .unwrap();
+    let sub = hub.subscribe("s", strings(&["ch"])).await.unwrap();
+    assert_eq!(hub.publish("ch", &json!(1)).await.unwrap(), 1);
+
+    // Every reconnect of ours is refused now, the publisher's included.
+    server.cmd(&["ACL", "SETUSER", "app", "resetpass", ">new-pass"]);
+    server.cmd(&["CLIENT", "KILL", "USER", "app"]);
+    eventually("the subscriber is refused", || async { !sub.is_alive() }).await;
+    let err = hub.publish("ch", &json!(2)).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+
+    // Once the old password works again, both come back without a new hub.
+    server.cmd(&["ACL", "SETUSER", "app", "resetpass", ">old-pass"]);
+    eventually("the subscriber is live", || async { sub.is_alive() }).await;
+    eventually("publishing works again", || async {
+        hub.publish("ch", &json!(3)).await.ok() == Some(1)
+    })
+    .await;
+    assert_eq!(hub.active_channels("*").await.unwrap(), strings(&["ch"]));
+    hub.shutdown().await;
+}
