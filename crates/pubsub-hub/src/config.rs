@@ -5,7 +5,8 @@ use std::time::Duration;
 /// Messages kept per subscription for inspection (the guide's ring buffer).
 pub const DEFAULT_BUFFER_SIZE: usize = 50;
 /// Events a [`Consumer`](crate::Consumer) may fall behind by before it gets
-/// [`Event::Lagged`](crate::Event::Lagged).
+/// [`Event::Lagged`](crate::Event::Lagged). Exact (not rounded); a queue holds memory only
+/// for the events waiting in it.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 /// Bound on every Redis command (publish, introspection, SUBSCRIBE, PING).
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);

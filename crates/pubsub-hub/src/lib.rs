@@ -64,6 +64,8 @@
 //! - `shard` (private) — shard links: one RESP3 connection per master owning a subscribed
 //!   shard channel, `SSUBSCRIBE` per slot, and resubscription on the new owner when Redis
 //!   ends a shard subscription or a node goes away.
+//! - `queue` (private) — a consumer's bounded event queue: push never waits, a full queue
+//!   drops its oldest event and reports the count as [`Event::Lagged`].
 //! - `publisher` (private) — the connection for `PUBLISH` and `PUBSUB`: redis-rs's
 //!   reconnecting manager, replaced when a reconnect was refused (a changed password), or
 //!   the cluster connection.
@@ -78,6 +80,7 @@ pub mod hub;
 mod link;
 pub mod message;
 mod publisher;
+mod queue;
 mod shard;
 pub mod subscription;
 

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use futures_util::Stream;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 
 use crate::hub::{HubCounters, HubInner};
 use crate::link::Link;
 use crate::message::{ReceivedMessage, now_ms};
+use crate::queue::EventQueue;
 
 /// What a subscription listens to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -79,7 +79,7 @@ pub enum Event {
     Message(Arc<ReceivedMessage>),
     /// This consumer fell behind by more than its queue holds; this many events (the oldest
     /// ones it had not read) were dropped for it. The subscription's dropped counter went up
-    /// by the same number.
+    /// by the same number when they were dropped.
     Lagged(u64),
     /// The Redis connection was lost. Messages published until [`Event::Reconnected`] are
     /// not delivered.
@@ -102,8 +102,10 @@ pub struct Subscription {
     kind: TargetKind,
     created_at_ms: u64,
     buffer_size: usize,
-    /// The ring buffer and the event sender share one lock so a message is pushed to both
-    /// in one step; `None` sender means closed (receivers then see the end of the stream).
+    /// Bound of each consumer's queue.
+    queue_capacity: usize,
+    /// The ring buffer and the event queue share one lock so a message is pushed to both
+    /// in one step.
     state: Mutex<SubState>,
     received: AtomicU64,
     dropped: AtomicU64,
@@ -118,7 +120,23 @@ pub struct Subscription {
 
 struct SubState {
     buffer: VecDeque<Arc<ReceivedMessage>>,
-    events: Option<broadcast::Sender<Event>>,
+    /// One queue per live consumer; a queue whose consumer was dropped is pruned on the
+    /// next delivery.
+    consumers: Vec<Arc<EventQueue>>,
+    /// Set by `close`: consumers made afterwards end at once.
+    closed: bool,
+}
+
+impl SubState {
+    /// Pushes `event` to every live consumer; returns how many events were dropped for
+    /// consumers that were full.
+    fn push(&mut self, event: &Event) -> u64 {
+        self.consumers.retain(|q| Arc::strong_count(q) > 1);
+        self.consumers
+            .iter()
+            .map(|q| u64::from(q.push(event.clone())))
+            .sum()
+    }
 }
 
 impl Subscription {
@@ -133,7 +151,6 @@ impl Subscription {
         hub: Weak<HubInner>,
         counters: Arc<HubCounters>,
     ) -> Self {
-        let (tx, _) = broadcast::channel(queue_capacity.max(1));
         Subscription {
             id,
             name,
@@ -141,9 +158,11 @@ impl Subscription {
             kind,
             created_at_ms: now_ms(),
             buffer_size,
+            queue_capacity: queue_capacity.max(1),
             state: Mutex::new(SubState {
                 buffer: VecDeque::with_capacity(buffer_size.min(64)),
-                events: Some(tx),
+                consumers: Vec::new(),
+                closed: false,
             }),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -237,13 +256,16 @@ impl Subscription {
     /// A new consumer that receives every event from now on, with its own bounded queue
     /// (`HubConfig::queue_capacity`). A closed subscription yields a consumer that ends at once.
     pub fn consumer(self: &Arc<Self>) -> Consumer {
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let rx = match &st.events {
-            Some(tx) => tx.subscribe(),
-            None => broadcast::channel(1).1,
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let queue = if st.closed {
+            Arc::new(EventQueue::closed())
+        } else {
+            let queue = Arc::new(EventQueue::new(self.queue_capacity));
+            st.consumers.push(Arc::clone(&queue));
+            queue
         };
         Consumer {
-            rx,
+            queue,
             sub: Arc::clone(self),
         }
     }
@@ -281,7 +303,10 @@ impl Subscription {
         let detaches = self.links().iter().map(|link| link.detach(self.id));
         futures_util::future::join_all(detaches).await;
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.events = None;
+        st.closed = true;
+        for queue in std::mem::take(&mut st.consumers) {
+            queue.close();
+        }
     }
 
     /// The subscription as the dashboard shows it: the contract's `name`, `targets`,
@@ -321,7 +346,7 @@ impl Subscription {
         // Counted first, so a consumer that has the message also sees it counted.
         self.received.fetch_add(1, Ordering::Relaxed);
         self.counters.received_total.fetch_add(1, Ordering::Relaxed);
-        {
+        let dropped = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if self.buffer_size > 0 {
                 if st.buffer.len() >= self.buffer_size {
@@ -329,10 +354,9 @@ impl Subscription {
                 }
                 st.buffer.push_front(Arc::clone(message));
             }
-            if let Some(tx) = st.events.as_ref().filter(|tx| tx.receiver_count() > 0) {
-                let _ = tx.send(Event::Message(Arc::clone(message)));
-            }
-        }
+            st.push(&Event::Message(Arc::clone(message)))
+        };
+        self.record_dropped(dropped);
     }
 
     /// Tells consumers about a connection event; counts reconnects.
@@ -343,13 +367,18 @@ impl Subscription {
                 .reconnects_total
                 .fetch_add(1, Ordering::Relaxed);
         }
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = &st.events {
-            let _ = tx.send(event);
-        }
+        let dropped = self
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(&event);
+        self.record_dropped(dropped);
     }
 
     fn record_dropped(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
         self.dropped.fetch_add(n, Ordering::Relaxed);
         self.counters.dropped_total.fetch_add(n, Ordering::Relaxed);
     }
@@ -386,33 +415,19 @@ impl std::fmt::Debug for Subscription {
 /// # }
 /// ```
 pub struct Consumer {
-    rx: broadcast::Receiver<Event>,
+    queue: Arc<EventQueue>,
     sub: Arc<Subscription>,
 }
 
 impl Consumer {
     /// The next event; `None` once the subscription is closed and every queued event read.
     pub async fn recv(&mut self) -> Option<Event> {
-        match self.rx.recv().await {
-            Ok(event) => Some(event),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                self.sub.record_dropped(n);
-                Some(Event::Lagged(n))
-            }
-            Err(broadcast::error::RecvError::Closed) => None,
-        }
+        self.queue.pop().await
     }
 
     /// The next event if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Event> {
-        match self.rx.try_recv() {
-            Ok(event) => Some(event),
-            Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                self.sub.record_dropped(n);
-                Some(Event::Lagged(n))
-            }
-            Err(_) => None,
-        }
+        self.queue.try_pop().ok()
     }
 
     /// The subscription this consumer reads.
