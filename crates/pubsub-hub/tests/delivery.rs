@@ -329,7 +329,9 @@ async fn slow_consumer_gets_exact_lag_and_others_are_unaffected() {
         .unwrap();
     assert_eq!(fast_got, (0..20).collect::<Vec<_>>());
 
-    // The slow consumer never read: it lost the 16 oldest and is told exactly that.
+    // The slow consumer never read: it lost the 16 oldest, which count as dropped at once,
+    // and is told exactly that.
+    assert_eq!(sub.dropped_total(), 16);
     match next_event(&mut slow).await {
         Event::Lagged(n) => assert_eq!(n, 16),
         other => panic!("expected Lagged, got {other:?}"),
