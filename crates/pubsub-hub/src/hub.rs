@@ -69,7 +69,8 @@ pub struct Stats {
     pub publish_errors_total: u64,
     /// Events dropped for consumers that fell behind.
     pub dropped_total: u64,
-    /// Subscriber connections re-established after a loss.
+    /// Recoveries of subscriptions after a connection loss: one per subscription per gap,
+    /// however many of its connections the gap took.
     pub reconnects_total: u64,
 }
 
@@ -123,6 +124,8 @@ pub(crate) struct HubInner {
     shared_shard_links: Vec<Arc<Link>>,
     next_sub_id: AtomicU64,
     closed: AtomicBool,
+    /// Woken whenever a `subscribe` call leaves `Registry::pending`; `shutdown` waits on it.
+    pending_done: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -266,6 +269,7 @@ impl PubSubHub {
                 shared_shard_links,
                 next_sub_id: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
+                pending_done: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -452,13 +456,22 @@ impl PubSubHub {
             .filter(|t| seen.insert(t.clone()))
             .collect();
         self.reserve(name)?;
-        let result = self.open(name, kind, targets).await;
+        let result = match self.open(name, kind, targets).await {
+            // `shutdown` began meanwhile: it waits for this call, but will not see the
+            // subscription, so it is closed here.
+            Ok(sub) if self.inner.closed.load(Ordering::Acquire) => {
+                sub.close_links().await;
+                Err(HubError::Closed)
+            }
+            result => result,
+        };
         let mut registry = lock(&self.inner.registry);
         registry.pending.remove(name);
         if let Ok(sub) = &result {
             registry.subs.insert(name.to_owned(), Arc::clone(sub));
         }
         drop(registry);
+        self.inner.pending_done.notify_waiters();
         self.inner.counters.touch();
         result
     }
@@ -587,6 +600,7 @@ impl PubSubHub {
     /// [`HubError::Closed`]. Returns when no connection of the hub is left open.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
+        self.wait_pending_subscribes().await;
         self.close_all().await;
         for link in self
             .inner
@@ -603,6 +617,25 @@ impl PubSubHub {
             .take();
         if let Some(view) = &self.inner.cluster {
             view.close();
+        }
+    }
+
+    /// Waits until no `subscribe` call is in flight (each is bounded by the time-outs, and
+    /// so is this wait), so that none can register a subscription after `close_all`.
+    async fn wait_pending_subscribes(&self) {
+        let config = &self.inner.config;
+        let bound = config.connect_timeout + config.command_timeout * 2;
+        let wait = async {
+            loop {
+                let done = self.inner.pending_done.notified();
+                if lock(&self.inner.registry).pending.is_empty() {
+                    return;
+                }
+                done.await;
+            }
+        };
+        if tokio::time::timeout(bound, wait).await.is_err() {
+            tracing::warn!("shutdown went on with subscribe calls still in flight");
         }
     }
 

@@ -125,6 +125,8 @@ struct SubState {
     consumers: Vec<Arc<EventQueue>>,
     /// Set by `close`: consumers made afterwards end at once.
     closed: bool,
+    /// Links that reported `Disconnected` and have not reported `Reconnected` yet.
+    links_down: u32,
 }
 
 impl SubState {
@@ -163,6 +165,7 @@ impl Subscription {
                 buffer: VecDeque::with_capacity(buffer_size.min(64)),
                 consumers: Vec::new(),
                 closed: false,
+                links_down: 0,
             }),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -217,7 +220,8 @@ impl Subscription {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Times its connection was re-established after a loss.
+    /// Times it recovered after a connection loss (once per gap, however many of its
+    /// connections the gap took).
     pub fn reconnects_total(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
     }
@@ -359,19 +363,38 @@ impl Subscription {
         self.record_dropped(dropped);
     }
 
-    /// Tells consumers about a connection event; counts reconnects.
+    /// Tells consumers about a connection event from one of its links; counts reconnects.
+    ///
+    /// A subscription whose targets live on several links (shared mode, shard channels on
+    /// several masters) hears from each of them, but its consumers see one gap: the first
+    /// `Disconnected` opens it and the `Reconnected` of the last link to come back closes
+    /// it, which is also when the reconnect is counted.
     pub(crate) fn notify(&self, event: Event) {
-        if matches!(event, Event::Reconnected) {
-            self.reconnects.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .reconnects_total
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        let dropped = self
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(&event);
+        let dropped = {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let forward = match event {
+                Event::Disconnected { .. } => {
+                    st.links_down += 1;
+                    st.links_down == 1
+                }
+                Event::Reconnected if st.links_down == 0 => false,
+                Event::Reconnected => {
+                    st.links_down -= 1;
+                    st.links_down == 0
+                }
+                _ => true,
+            };
+            if !forward {
+                return;
+            }
+            if matches!(event, Event::Reconnected) {
+                self.reconnects.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .reconnects_total
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            st.push(&event)
+        };
         self.record_dropped(dropped);
     }
 

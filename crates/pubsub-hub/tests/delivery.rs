@@ -466,6 +466,42 @@ async fn shutdown_leaves_no_connection_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribes_racing_shutdown_leave_nothing_open() {
+    let server = RedisServer::start();
+    let baseline = client_count(&server);
+    let hub = hub(&server).await;
+    let calls: Vec<_> = (0..40)
+        .map(|i| {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                hub.subscribe(&format!("r{i}"), vec![format!("r:{i}")])
+                    .await
+            })
+        })
+        .collect();
+    eventually("some subscribes are through", || async {
+        !hub.subscriptions().is_empty()
+    })
+    .await;
+    hub.shutdown().await;
+    let mut closed_late = 0;
+    for call in calls {
+        match tokio::time::timeout(WAIT, call).await.unwrap().unwrap() {
+            Ok(sub) => assert_eq!(sub.status(), SubscriptionStatus::Closed, "{}", sub.name()),
+            Err(e) => {
+                assert!(e.is_closed(), "{e}");
+                closed_late += 1;
+            }
+        }
+    }
+    println!("{closed_late} of 40 subscribes were refused by the shutdown");
+    assert!(hub.subscriptions().is_empty());
+    server.wait_until(WAIT, "our connections are gone from CLIENT LIST", || {
+        client_count(&server) == baseline
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_statistics_are_bounded() {
     let server = RedisServer::start();
     let hub = hub_with(&server, HubConfig::default().with_max_tracked_channels(3)).await;

@@ -148,3 +148,30 @@ async fn the_whole_set_is_resubscribed_after_a_kill() {
     assert_eq!(next_message(&mut events).await.payload, json!("again"));
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_on_several_links_sees_one_gap() {
+    let server = RedisServer::start();
+    let hub = hub_with(&server, shared(2)).await;
+    // Enough targets that both links carry some of them.
+    let targets: Vec<String> = (0..16).map(|i| format!("wide:{i}")).collect();
+    let sub = hub.subscribe("wide", targets.clone()).await.unwrap();
+    let mut events = sub.consumer();
+    assert_eq!(server.kill_pubsub_clients(), 2, "both links hold a target");
+    assert!(matches!(
+        next_event(&mut events).await,
+        Event::Disconnected { .. }
+    ));
+    // Reconnected comes once, after the last link is back: by then every target is live.
+    assert!(matches!(next_event(&mut events).await, Event::Reconnected));
+    assert!(sub.is_alive());
+    for target in &targets {
+        server.wait_numsub(target, 1, WAIT);
+    }
+    assert_eq!(hub.publish("wide:5", &json!("back")).await.unwrap(), 1);
+    assert_eq!(next_message(&mut events).await.payload, json!("back"));
+    assert!(events.try_recv().is_none(), "no second gap was reported");
+    assert_eq!(sub.reconnects_total(), 1);
+    assert_eq!(hub.local_stats().reconnects_total, 1);
+    hub.shutdown().await;
+}
