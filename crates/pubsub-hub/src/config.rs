@@ -4,6 +4,10 @@ use std::time::Duration;
 
 /// Messages kept per subscription for inspection (the guide's ring buffer).
 pub const DEFAULT_BUFFER_SIZE: usize = 50;
+/// Payload bytes kept per subscription's ring buffer: older messages leave the buffer
+/// (not the consumers' queues) once their payloads add up to more. The newest message is
+/// always kept, whatever its size.
+pub const DEFAULT_BUFFER_MAX_BYTES: usize = 1024 * 1024;
 /// Events a [`Consumer`](crate::Consumer) may fall behind by before it gets
 /// [`Event::Lagged`](crate::Event::Lagged). Exact (not rounded); a queue holds memory only
 /// for the events waiting in it.
@@ -50,6 +54,8 @@ pub enum ConnectionMode {
 pub struct HubConfig {
     /// Ring-buffer size per subscription ([`DEFAULT_BUFFER_SIZE`]).
     pub buffer_size: usize,
+    /// Payload bytes per ring buffer ([`DEFAULT_BUFFER_MAX_BYTES`]).
+    pub buffer_max_bytes: usize,
     /// Per-consumer queue bound ([`DEFAULT_QUEUE_CAPACITY`]).
     pub queue_capacity: usize,
     /// Bound on each Redis command ([`DEFAULT_COMMAND_TIMEOUT`]).
@@ -74,6 +80,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             buffer_size: DEFAULT_BUFFER_SIZE,
+            buffer_max_bytes: DEFAULT_BUFFER_MAX_BYTES,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -91,6 +98,11 @@ impl HubConfig {
     /// Sets the ring-buffer size (0 keeps no history).
     pub fn with_buffer_size(mut self, n: usize) -> Self {
         self.buffer_size = n;
+        self
+    }
+    /// Sets how many payload bytes a ring buffer keeps (the newest message always stays).
+    pub fn with_buffer_max_bytes(mut self, n: usize) -> Self {
+        self.buffer_max_bytes = n;
         self
     }
     /// Sets the per-consumer queue bound (at least 1).

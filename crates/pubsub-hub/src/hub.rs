@@ -507,8 +507,7 @@ impl PubSubHub {
             name.to_owned(),
             targets.clone(),
             kind,
-            inner.config.buffer_size,
-            inner.config.queue_capacity,
+            &inner.config,
             Arc::downgrade(inner),
             Arc::clone(&inner.counters),
         ));

@@ -9,6 +9,7 @@ use futures_util::Stream;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::config::HubConfig;
 use crate::hub::{HubCounters, HubInner};
 use crate::link::Link;
 use crate::message::{ReceivedMessage, now_ms};
@@ -102,6 +103,8 @@ pub struct Subscription {
     kind: TargetKind,
     created_at_ms: u64,
     buffer_size: usize,
+    /// Payload bytes the ring buffer may hold (its newest message always stays).
+    buffer_max_bytes: usize,
     /// Bound of each consumer's queue.
     queue_capacity: usize,
     /// The ring buffer and the event queue share one lock so a message is pushed to both
@@ -120,6 +123,8 @@ pub struct Subscription {
 
 struct SubState {
     buffer: VecDeque<Arc<ReceivedMessage>>,
+    /// Payload bytes in `buffer`.
+    buffer_bytes: usize,
     /// One queue per live consumer; a queue whose consumer was dropped is pruned on the
     /// next delivery.
     consumers: Vec<Arc<EventQueue>>,
@@ -142,17 +147,16 @@ impl SubState {
 }
 
 impl Subscription {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: u64,
         name: String,
         targets: Vec<String>,
         kind: TargetKind,
-        buffer_size: usize,
-        queue_capacity: usize,
+        config: &HubConfig,
         hub: Weak<HubInner>,
         counters: Arc<HubCounters>,
     ) -> Self {
+        let buffer_size = config.buffer_size;
         Subscription {
             id,
             name,
@@ -160,9 +164,11 @@ impl Subscription {
             kind,
             created_at_ms: now_ms(),
             buffer_size,
-            queue_capacity: queue_capacity.max(1),
+            buffer_max_bytes: config.buffer_max_bytes,
+            queue_capacity: config.queue_capacity.max(1),
             state: Mutex::new(SubState {
                 buffer: VecDeque::with_capacity(buffer_size.min(64)),
+                buffer_bytes: 0,
                 consumers: Vec::new(),
                 closed: false,
                 links_down: 0,
@@ -353,10 +359,15 @@ impl Subscription {
         let dropped = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if self.buffer_size > 0 {
-                if st.buffer.len() >= self.buffer_size {
-                    st.buffer.pop_back();
-                }
+                st.buffer_bytes += message.payload.len();
                 st.buffer.push_front(Arc::clone(message));
+                while st.buffer.len() > self.buffer_size
+                    || (st.buffer_bytes > self.buffer_max_bytes && st.buffer.len() > 1)
+                {
+                    if let Some(old) = st.buffer.pop_back() {
+                        st.buffer_bytes -= old.payload.len();
+                    }
+                }
             }
             st.push(&Event::Message(Arc::clone(message)))
         };

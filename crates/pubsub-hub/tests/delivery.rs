@@ -466,6 +466,38 @@ async fn shutdown_leaves_no_connection_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ring_buffer_is_bounded_in_bytes_too() {
+    let server = RedisServer::start();
+    let hub = hub_with(&server, HubConfig::default().with_buffer_max_bytes(1_000)).await;
+    let sub = hub.subscribe("big", strings(&["big"])).await.unwrap();
+    let mut consumer = sub.consumer();
+    for i in 0..10u8 {
+        hub.publish_bytes("big", &[i; 300]).await.unwrap();
+    }
+    for i in 0..10u8 {
+        assert_eq!(
+            next_message(&mut consumer).await.payload.as_bytes(),
+            [i; 300]
+        );
+    }
+    // 3 x 300 bytes fit in 1,000; the consumer still got all ten.
+    let kept: Vec<u8> = sub
+        .messages(None)
+        .iter()
+        .map(|m| m.payload.as_bytes()[0])
+        .collect();
+    assert_eq!(kept, [9, 8, 7]);
+    // One message over the budget replaces the others but is kept itself.
+    hub.publish_bytes("big", &[7u8; 5_000]).await.unwrap();
+    assert_eq!(next_message(&mut consumer).await.payload.len(), 5_000);
+    let kept = sub.messages(None);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].payload.len(), 5_000);
+    assert_eq!(sub.received_total(), 11);
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribes_racing_shutdown_leave_nothing_open() {
     let server = RedisServer::start();
     let baseline = client_count(&server);
