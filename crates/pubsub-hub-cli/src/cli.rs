@@ -296,12 +296,14 @@ pub struct BenchArgs {
 pub enum Scenario {
     /// PUBLISH throughput at 1, 16 and 64 in flight.
     Publish,
-    /// Fan-out receive throughput with 1, 10 and 100 subscribers on one channel.
+    /// Fan-out receive throughput with 1 to 10,000 subscribers on one channel.
     Fanout,
     /// Publish-to-receive latency at a fixed 5,000 publishes/s.
     Latency,
     /// redis-benchmark PUBLISH: the machine's ceiling.
     Ceiling,
+    /// SPUBLISH on a private 3-master cluster against one node, and cluster PUBLISH.
+    Shard,
     /// Memory, connections and subscribe time per subscriber.
     Memory,
     /// Dashboard requests/s: POST /publish and GET /state.
@@ -310,9 +312,10 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Publish,
         Scenario::Ceiling,
+        Scenario::Shard,
         Scenario::Fanout,
         Scenario::Latency,
         Scenario::Memory,
@@ -326,6 +329,7 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::Latency => "latency",
             Scenario::Ceiling => "ceiling",
+            Scenario::Shard => "shard",
             Scenario::Memory => "memory",
             Scenario::Dashboard => "dashboard",
         }

@@ -1,6 +1,8 @@
-//! Memory per subscriber, Redis connections and time to subscribe, at 1,000 and 10,000
-//! subscribers (each on its own channel): raw `aio::PubSub` per subscriber, the hub with a
-//! connection per subscription, and the hub with 4 shared connections.
+//! Memory per subscriber, Redis connections and time to subscribe, at 100, 1,000 and
+//! 10,000 subscribers spread over at most 1,000 channels: raw `aio::PubSub` per subscriber,
+//! the hub with a connection per subscription, and the hub with 4 shared connections.
+//! Shared mode at 10,000 is also checked against issue 6's goals: at most 4 subscriber
+//! connections, under 100 MB of process memory, all subscribed within 5 s.
 //!
 //! Each measurement runs in a fresh child process (`pubsub-hub bench-worker`), so that its
 //! RSS growth (`VmRSS` in `/proc/self/status`) is the subscribers' alone and not memory an
@@ -18,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::Bench;
 use super::driver::{Variant, rotation};
-use super::report::Row;
+use super::report::{Row, Target};
 use super::server::{info_int, open_files_limit, wait_clients_at_most};
 use crate::cli::WorkerArgs;
 use crate::error::CliError;
@@ -27,7 +29,17 @@ use crate::error::CliError;
 const VARIANTS: [Variant; 3] = [Variant::Raw, Variant::Dedicated, Variant::Shared];
 
 /// File descriptors kept free for everything that is not a subscriber connection.
-const FD_HEADROOM: u64 = 200;
+pub const FD_HEADROOM: u64 = 200;
+
+/// Issue 6's goals for shared mode, checked at this many subscribers.
+const GOAL_SUBSCRIBERS: usize = 10_000;
+const GOAL_RSS_MB: f64 = 100.0;
+const GOAL_CONNECTIONS: f64 = 4.0;
+const GOAL_SUBSCRIBE_SECS: f64 = 5.0;
+
+/// Channels the subscribers spread over (subscriber `i` takes channel `i % CHANNELS`), as
+/// in issue 6's goal of 10,000 subscribers over 1,000 channels.
+const CHANNELS: usize = 1_000;
 
 /// What a worker reports on its stdout (one JSON line).
 #[derive(Debug, Serialize, Deserialize)]
@@ -136,6 +148,23 @@ pub async fn run(bench: &mut Bench) -> Result<(), CliError> {
             } else {
                 secs
             });
+            if *variant == Variant::Shared && wanted == GOAL_SUBSCRIBERS {
+                for (metric, value, goal) in [
+                    ("process RSS MB", m.rss_total_mb, GOAL_RSS_MB),
+                    (
+                        "subscriber connections",
+                        m.hub_connections as f64,
+                        GOAL_CONNECTIONS,
+                    ),
+                    ("subscribe all s", m.subscribe_secs, GOAL_SUBSCRIBE_SECS),
+                ] {
+                    push(
+                        Row::plain("memory", &case, "shared x4 vs goal", metric, value)
+                            .target(Target::AtMost(1.0))
+                            .against("issue 6 goal", goal),
+                    );
+                }
+            }
         }
     }
     Ok(())
@@ -144,6 +173,10 @@ pub async fn run(bench: &mut Bench) -> Result<(), CliError> {
 /// One worker's numbers, with the server's view.
 struct Measured {
     subscribers: usize,
+    /// The worker's whole `VmRSS` with every subscription confirmed, in MB (10^6 bytes).
+    rss_total_mb: f64,
+    /// Subscriber connections the hub reports (0 for raw).
+    hub_connections: usize,
     rss_kib_per_sub: f64,
     redis_kib_per_sub: f64,
     redis_connections: i64,
@@ -210,6 +243,8 @@ async fn measure(
     let n = report.subscribers.max(1) as f64;
     Ok(Measured {
         subscribers: report.subscribers,
+        rss_total_mb: report.rss_after_kib as f64 * 1024.0 / 1e6,
+        hub_connections: report.hub_connections,
         rss_kib_per_sub: report.rss_after_kib.saturating_sub(report.rss_before_kib) as f64 / n,
         redis_kib_per_sub: (used_after - used_before).max(0) as f64 / 1024.0 / n,
         redis_connections: clients - idle_clients,
@@ -238,7 +273,7 @@ pub async fn worker(args: &WorkerArgs) -> Result<(), CliError> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/", args.port))
         .map_err(|e| CliError::usage(format!("bad port: {e}")))?;
     let n = args.subscribers;
-    let channel = |i: usize| format!("bench:mem:{i}");
+    let channel = |i: usize| format!("bench:mem:{}", i % CHANNELS);
 
     let hub = match variant {
         Variant::Raw => None,

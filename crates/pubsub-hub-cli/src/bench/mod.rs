@@ -15,8 +15,8 @@
 //! - [`svg`]: the latency-percentile chart.
 //! - [`driver`]: the shared closed-loop publisher and the receivers (hub and raw).
 //! - one module per scenario: [`publish`], [`fanout`], [`latency`], [`ceiling`],
-//!   [`memory`] (which measures in child processes), [`dashboard`], [`http`] (its
-//!   keep-alive HTTP/1.1 client).
+//!   [`shard`] (which starts a 3-master cluster of its own), [`memory`] (which measures in
+//!   child processes), [`dashboard`], [`http`] (its keep-alive HTTP/1.1 client).
 
 use std::time::Instant;
 
@@ -35,6 +35,7 @@ pub mod progress;
 pub mod publish;
 pub mod report;
 pub mod server;
+pub mod shard;
 pub mod svg;
 
 pub use plan::Plan;
@@ -62,6 +63,8 @@ pub struct Bench {
     pub report: Report,
     /// The `redis-benchmark` binary to run for the ceiling.
     pub redis_benchmark: String,
+    /// The `redis-server` binary, for scenarios that start servers of their own.
+    pub redis_server: String,
 }
 
 /// Runs the selected scenarios and prints the report.
@@ -99,6 +102,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), CliError> {
         progress,
         report,
         redis_benchmark: args.redis_benchmark.clone(),
+        redis_server: args.redis_server.clone(),
     };
     for scenario in &scenarios {
         bench.progress.scenario(scenario.name());
@@ -107,6 +111,7 @@ pub async fn run(args: &BenchArgs) -> Result<(), CliError> {
             Scenario::Fanout => fanout::run(&mut bench).await,
             Scenario::Latency => latency::run(&mut bench).await,
             Scenario::Ceiling => ceiling::run(&mut bench).await,
+            Scenario::Shard => shard::run(&mut bench).await,
             Scenario::Memory => memory::run(&mut bench).await,
             Scenario::Dashboard => dashboard::run(&mut bench).await,
         };

@@ -18,8 +18,10 @@ pub struct Plan {
     pub publish_count_parallel: u64,
     /// Time bound of one publish measurement.
     pub publish_max: Duration,
-    /// Subscriber counts of the fan-out and latency scenarios.
+    /// Subscriber counts of the latency scenario.
     pub subscriber_counts: Vec<usize>,
+    /// Subscriber counts of the fan-out scenario (bounded by the open-files limit).
+    pub fanout_counts: Vec<usize>,
     /// Deliveries (messages × subscribers) per fan-out measurement.
     pub fanout_deliveries: u64,
     /// Time bound of one fan-out measurement.
@@ -58,6 +60,7 @@ impl Plan {
                 publish_count_parallel: 20_000,
                 publish_max: Duration::from_millis(400),
                 subscriber_counts: vec![1, 10, 100],
+                fanout_counts: vec![1, 10, 100],
                 fanout_deliveries: 20_000,
                 fanout_max: Duration::from_secs(3),
                 latency_rate: 5_000,
@@ -80,6 +83,7 @@ impl Plan {
                 publish_count_parallel: 600_000,
                 publish_max: Duration::from_secs(3),
                 subscriber_counts: vec![1, 10, 100],
+                fanout_counts: vec![1, 10, 100, 1_000, 10_000],
                 fanout_deliveries: 1_000_000,
                 fanout_max: Duration::from_secs(20),
                 latency_rate: 5_000,
@@ -87,7 +91,7 @@ impl Plan {
                 latency_warmup: 1_000,
                 ceiling_pipelined: 1_000_000,
                 ceiling_serial: 40_000,
-                memory_sizes: vec![1_000, 10_000],
+                memory_sizes: vec![100, 1_000, 10_000],
                 memory_max: Duration::from_secs(120),
                 dashboard_subscribers: vec![3, 200],
                 dashboard_duration: Duration::from_secs(3),

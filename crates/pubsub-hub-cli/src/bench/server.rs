@@ -29,6 +29,15 @@ impl BenchRedis {
     /// Starts `binary` on a free loopback port and waits until it answers PING. Retries on a
     /// new port if another process takes the chosen one first.
     pub fn start(binary: &str, maxclients: u64) -> Result<BenchRedis, CliError> {
+        BenchRedis::start_with(binary, maxclients, &[])
+    }
+
+    /// [`BenchRedis::start`] with more `redis-server` arguments (`--cluster-enabled yes`).
+    pub fn start_with(
+        binary: &str,
+        maxclients: u64,
+        extra: &[&str],
+    ) -> Result<BenchRedis, CliError> {
         let version = server_version(binary)?;
         let mut last_error = String::new();
         for _ in 0..5 {
@@ -48,6 +57,7 @@ impl BenchRedis {
                 .args(["--maxclients", &maxclients])
                 // A slow receiver is what we measure: never disconnect it.
                 .args(["--client-output-buffer-limit", "pubsub", "0", "0", "0"])
+                .args(extra)
                 .arg("--dir")
                 .arg(dir.path())
                 .arg("--logfile")
