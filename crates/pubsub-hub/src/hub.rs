@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use redis::aio::{ConnectionLike, ConnectionManagerConfig};
@@ -32,13 +32,39 @@ pub(crate) struct HubCounters {
     /// such as the dashboard's push stream wait on `changed`.
     pub(crate) version: AtomicU64,
     pub(crate) changed: tokio::sync::Notify,
+    /// Calls of [`PubSubHub::changed`] waiting now. `touch` skips the `Notify` (and the
+    /// lock inside it) when there are none, which is the common case on the hot paths.
+    pub(crate) watchers: AtomicUsize,
 }
 
 impl HubCounters {
     /// Records that something observable changed and wakes the watchers.
+    ///
+    /// Sequentially consistent with `changed`: a watcher registers, then reads `version`;
+    /// `touch` bumps `version`, then reads `watchers`. Either the watcher sees the new
+    /// version, or `touch` sees the watcher and wakes it.
     pub(crate) fn touch(&self) {
-        self.version.fetch_add(1, Ordering::Release);
-        self.changed.notify_waiters();
+        self.version.fetch_add(1, Ordering::SeqCst);
+        if self.watchers.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+}
+
+/// Counts one waiting [`PubSubHub::changed`] call for as long as it lives (also when the
+/// call is cancelled).
+struct Watching<'a>(&'a AtomicUsize);
+
+impl<'a> Watching<'a> {
+    fn new(watchers: &'a AtomicUsize) -> Self {
+        watchers.fetch_add(1, Ordering::SeqCst);
+        Watching(watchers)
+    }
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -116,7 +142,7 @@ pub(crate) struct HubInner {
     cluster: Option<Arc<ClusterView>>,
     registry: Mutex<Registry>,
     counters: Arc<HubCounters>,
-    channel_published: Mutex<ChannelCounts>,
+    channel_published: RwLock<ChannelCounts>,
     /// The fixed links of shared mode (empty in dedicated mode).
     shared_links: Vec<Arc<Link>>,
     /// Shared mode's shard links, as many as `shared_links`; a channel goes to the one its
@@ -135,10 +161,12 @@ struct Registry {
     pending: HashSet<String>,
 }
 
+/// Publishes per channel. Read-mostly: a publish to a known channel takes the read lock
+/// and bumps an atomic, so concurrent publishers do not serialize on it.
 #[derive(Default)]
 struct ChannelCounts {
-    by_channel: HashMap<String, u64>,
-    other: u64,
+    by_channel: HashMap<String, AtomicU64>,
+    other: AtomicU64,
 }
 
 impl PubSubHub {
@@ -264,7 +292,7 @@ impl PubSubHub {
                 cluster,
                 registry: Mutex::new(Registry::default()),
                 counters,
-                channel_published: Mutex::new(ChannelCounts::default()),
+                channel_published: RwLock::new(ChannelCounts::default()),
                 shared_links,
                 shared_shard_links,
                 next_sub_id: AtomicU64::new(1),
@@ -377,14 +405,22 @@ impl PubSubHub {
     }
 
     fn count_channel(&self, channel: &str) {
+        let counts = &self.inner.channel_published;
+        if let Some(n) = read(counts).by_channel.get(channel) {
+            n.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let max = self.inner.config.max_tracked_channels;
-        let mut counts = lock(&self.inner.channel_published);
-        if let Some(n) = counts.by_channel.get_mut(channel) {
-            *n += 1;
+        let mut counts = write(counts);
+        let counts = &mut *counts;
+        if let Some(n) = counts.by_channel.get(channel) {
+            n.fetch_add(1, Ordering::Relaxed);
         } else if counts.by_channel.len() < max {
-            counts.by_channel.insert(channel.to_owned(), 1);
+            counts
+                .by_channel
+                .insert(channel.to_owned(), AtomicU64::new(1));
         } else {
-            counts.other += 1;
+            counts.other.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -811,7 +847,7 @@ impl PubSubHub {
     /// The counters only, without asking Redis.
     pub fn local_stats(&self) -> Stats {
         let c = &self.inner.counters;
-        let counts = lock(&self.inner.channel_published);
+        let counts = read(&self.inner.channel_published);
         Stats {
             published_total: c.published_total.load(Ordering::Relaxed),
             delivered_total: c.delivered_total.load(Ordering::Relaxed),
@@ -821,9 +857,9 @@ impl PubSubHub {
             channel_published: counts
                 .by_channel
                 .iter()
-                .map(|(k, v)| (k.clone(), *v))
+                .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
                 .collect(),
-            channel_published_other: counts.other,
+            channel_published_other: counts.other.load(Ordering::Relaxed),
             publish_errors_total: c.publish_errors_total.load(Ordering::Relaxed),
             dropped_total: c.dropped_total.load(Ordering::Relaxed),
             reconnects_total: c.reconnects_total.load(Ordering::Relaxed),
@@ -843,7 +879,7 @@ impl PubSubHub {
         ] {
             counter.store(0, Ordering::Relaxed);
         }
-        *lock(&self.inner.channel_published) = ChannelCounts::default();
+        *write(&self.inner.channel_published) = ChannelCounts::default();
         c.touch();
     }
 
@@ -857,11 +893,12 @@ impl PubSubHub {
     /// Cheap to call in a loop; use it to push updates instead of polling.
     pub async fn changed(&self, since: u64) -> u64 {
         let counters = &self.inner.counters;
+        let _watching = Watching::new(&counters.watchers);
         loop {
             let notified = counters.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let now = counters.version.load(Ordering::Acquire);
+            let now = counters.version.load(Ordering::SeqCst);
             if now > since {
                 return now;
             }
@@ -993,4 +1030,14 @@ fn add_names(into: &mut BTreeSet<String>, value: redis::Value) -> Result<(), Hub
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads an `RwLock`, ignoring poisoning (the data is counters and handles).
+pub(crate) fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes an `RwLock`, ignoring poisoning.
+pub(crate) fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
 }

@@ -437,16 +437,15 @@ impl LinkTask {
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             Err(_) => return,
         };
-        let key = match pattern {
-            Some(ref p) => (TargetKind::Pattern, p.clone()),
-            None => (TargetKind::Channel, channel),
+        let (subs, channel) = match &pattern {
+            Some(p) => (self.routes.get(&(TargetKind::Pattern, p.clone())), channel),
+            None => {
+                let key = (TargetKind::Channel, channel);
+                (self.routes.get(&key), key.1)
+            }
         };
-        let Some(subs) = self.routes.get(&key) else {
+        let Some(subs) = subs else {
             return;
-        };
-        let channel = match key.0 {
-            TargetKind::Channel => key.1,
-            _ => msg.get_channel_name().to_owned(),
         };
         let payload = Payload::from_bytes(msg.get_payload_bytes().to_vec());
         let message = Arc::new(ReceivedMessage::new(channel, pattern, payload));

@@ -5,12 +5,12 @@
 //! redis-rs's cluster connection, which follows `MOVED` and refreshes slots itself.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 
-use crate::hub::lock;
+use crate::hub::{read, write};
 
 /// The publishing connection, cheap to clone out of the hub for one call.
 #[derive(Clone)]
@@ -48,7 +48,7 @@ pub(crate) struct ServerPublisher {
     config: ConnectionManagerConfig,
     /// The manager in use and its generation; the generation tells a caller whether the
     /// manager it saw fail has already been replaced by someone else.
-    current: Mutex<(u64, ConnectionManager)>,
+    current: RwLock<(u64, ConnectionManager)>,
     /// Held while a replacement is being built, so concurrent failures build only one.
     replacing: tokio::sync::Mutex<()>,
 }
@@ -65,7 +65,7 @@ impl ServerPublisher {
         Ok(ServerPublisher {
             client,
             config,
-            current: Mutex::new((0, manager)),
+            current: RwLock::new((0, manager)),
             replacing: tokio::sync::Mutex::new(()),
         })
     }
@@ -77,7 +77,7 @@ impl ServerPublisher {
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let (generation, manager) = lock(&self.current).clone();
+        let (generation, manager) = read(&self.current).clone();
         match call(manager).await {
             Err(e) if is_refused_handshake(&e) => {
                 let fresh = self.replace(generation).await?;
@@ -91,7 +91,7 @@ impl ServerPublisher {
     async fn replace(&self, generation: u64) -> redis::RedisResult<ConnectionManager> {
         let _building = self.replacing.lock().await;
         {
-            let current = lock(&self.current);
+            let current = read(&self.current);
             if current.0 != generation {
                 return Ok(current.1.clone());
             }
@@ -100,7 +100,7 @@ impl ServerPublisher {
             .client
             .get_connection_manager_with_config(self.config.clone())
             .await?;
-        *lock(&self.current) = (generation + 1, fresh.clone());
+        *write(&self.current) = (generation + 1, fresh.clone());
         tracing::info!("publishing connection replaced after a refused reconnect");
         Ok(fresh)
     }

@@ -270,6 +270,38 @@ async fn unsubscribe_releases_the_redis_subscription_and_keeps_counters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_utf8_channel_names_read_the_same_for_exact_and_pattern() {
+    let server = RedisServer::start();
+    let hub = hub(&server).await;
+    let exact = hub
+        .subscribe("exact", strings(&["bin:\u{FFFD}"]))
+        .await
+        .unwrap();
+    let pattern = hub
+        .psubscribe("pattern", strings(&["bin:*"]))
+        .await
+        .unwrap();
+    let mut from_pattern = pattern.consumer();
+    let mut conn = server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let delivered: i64 = redis::cmd("PUBLISH")
+        .arg(&b"bin:\xff"[..])
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(delivered, 1, "only the pattern matches the raw bytes");
+    let m = next_message(&mut from_pattern).await;
+    assert_eq!(m.channel, "bin:\u{FFFD}");
+    assert_eq!(m.pattern.as_deref(), Some("bin:*"));
+    assert_eq!(exact.received_total(), 0);
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_payloads_round_trip_byte_for_byte() {
     let server = RedisServer::start();
     let hub = hub(&server).await;
