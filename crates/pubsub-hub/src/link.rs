@@ -19,6 +19,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 use futures_util::{FutureExt, StreamExt};
 use redis::aio::{PubSubSink, PubSubStream};
@@ -299,8 +300,15 @@ impl LinkTask {
                     if let Flow::Exit = self.wait_backoff(attempts).await {
                         break;
                     }
-                    match self.connect().await {
+                    let span = tracing::info_span!(
+                        "reconnect",
+                        link = self.link.id,
+                        kind = "plain",
+                        attempt = attempts + 1
+                    );
+                    match self.connect().instrument(span.clone()).await {
                         Ok(conn) => {
+                            let _in_span = span.enter();
                             tracing::info!(
                                 link = self.link.id,
                                 attempts,

@@ -32,6 +32,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use tracing::Instrument;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -243,7 +244,8 @@ impl ShardTask {
                     }
                 }
                 _ = sleep_until(retry_at), if retry_at.is_some() => {
-                    self.recover().await;
+                    let span = tracing::info_span!("reconnect", link = self.link.id, kind = "shard", pending = self.pending.len());
+                    self.recover().instrument(span).await;
                     self.publish_state();
                 }
             }
