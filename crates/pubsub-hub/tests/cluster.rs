@@ -374,6 +374,66 @@ async fn shard_subscriptions_survive_a_node_restart() {
     );
 }
 
+/// The node a plain or pattern subscription's link is on, as the nodes see it (`sub=` and
+/// `psub=` in CLIENT LIST), asking every node but `down`; the test's hub holds one such
+/// link per kind.
+fn hosting(cluster: &RedisCluster, sub: &Subscription, down: Option<u16>) -> u16 {
+    let count = |c: &pubsub_hub_testkit::ClientInfo| if sub.is_pattern() { c.psub } else { c.sub };
+    let hosts: Vec<u16> = cluster
+        .nodes()
+        .iter()
+        .filter(|n| Some(n.port()) != down)
+        .filter(|n| n.client_list().iter().any(|c| count(c) > 0))
+        .map(|n| n.port())
+        .collect();
+    assert_eq!(hosts.len(), 1, "{}: one link, on one node", sub.name());
+    hosts[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_and_pattern_links_survive_a_restart_of_their_own_node() {
+    let started = Instant::now();
+    let mut cluster = RedisCluster::start(3, 0);
+    let hub = cluster_hub(&cluster, HubConfig::default()).await;
+    let exact = hub.subscribe("exact", vec!["news".into()]).await.unwrap();
+    let pattern = hub
+        .psubscribe("pattern", vec!["new*".into()])
+        .await
+        .unwrap();
+    for sub in [&exact, &pattern] {
+        let victim = hosting(&cluster, sub, None);
+        let mut events = sub.consumer();
+        cluster.stop_node(victim);
+        assert!(matches!(
+            next_connection_event(&mut events).await,
+            Event::Disconnected { .. }
+        ));
+        // Back on another node while the victim is down, then the victim returns.
+        assert!(matches!(
+            next_connection_event(&mut events).await,
+            Event::Reconnected
+        ));
+        assert!(sub.is_alive());
+        assert_ne!(
+            hosting(&cluster, sub, Some(victim)),
+            victim,
+            "{} moved to a running node",
+            sub.name()
+        );
+        cluster.start_node(victim);
+        cluster.wait_healthy(WAIT);
+        publish_until_received(&hub, "news", &[&exact, &pattern]).await;
+    }
+    // Each came back at least once (twice if both links were on the first victim).
+    assert!(exact.reconnects_total() >= 1 && pattern.reconnects_total() >= 1);
+    hub.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_subscriptions_follow_replica_failovers() {
     let started = Instant::now();
