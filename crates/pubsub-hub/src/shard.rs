@@ -3,9 +3,11 @@
 //! A shard channel lives on the master that owns its hash slot, and Redis refuses an
 //! `SSUBSCRIBE` whose channels span slots. So a shard link keeps one connection per master
 //! it needs (on a single server, just one) and subscribes channel by channel, pipelined.
-//! Like a plain link it is a task that owns its connections, routes every `smessage` to the
-//! local subscriptions of its channel and never waits on a consumer; the [`Link`] handle and
-//! its [`Command`]s are shared with [`crate::link`].
+//! Like a plain link it is a task that owns its connections and never waits on a consumer;
+//! the [`Link`] handle and its [`Command`]s are shared with [`crate::link`]. Unlike a plain
+//! link, its `smessage`s are delivered by the connections' push senders themselves, through
+//! a routing table shared with the task, so a recovery that keeps the task busy (a node
+//! that does not answer) holds up no message for the healthy nodes.
 //!
 //! # Why RESP3 and a multiplexed connection
 //! redis-rs's RESP2 pub/sub connection has no `SSUBSCRIBE` and drops the connection on an
@@ -30,8 +32,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 use tracing::Instrument;
 
 use futures_util::StreamExt;
@@ -44,7 +46,7 @@ use tokio::time::Instant;
 use crate::cluster::{ClusterView, NodeAddr, slot_of};
 use crate::config::HubConfig;
 use crate::error::{HubError, bounded, connection_broken};
-use crate::hub::HubCounters;
+use crate::hub::{HubCounters, read, write};
 use crate::link::{Command, Link, backoff_delay};
 use crate::message::{Payload, ReceivedMessage, now_ms};
 use crate::subscription::{Event, Subscription, SubscriptionStatus};
@@ -117,7 +119,7 @@ pub(crate) fn spawn(
         commands,
         push_tx,
         pushes,
-        routes: HashMap::new(),
+        routes: Arc::default(),
         placed: HashMap::new(),
         pending: BTreeSet::new(),
         nodes: HashMap::new(),
@@ -170,7 +172,8 @@ struct ShardTask {
     push_tx: mpsc::UnboundedSender<(u64, PushInfo)>,
     pushes: mpsc::UnboundedReceiver<(u64, PushInfo)>,
     /// Channel → the subscriptions that want it. Every key is either placed or pending.
-    routes: HashMap<String, Vec<Arc<Subscription>>>,
+    /// Shared with the connections' push senders, which deliver `smessage`s themselves.
+    routes: Arc<RwLock<Routes>>,
     /// Channels Redis has confirmed, and the node they are subscribed on.
     placed: HashMap<String, NodeAddr>,
     /// Routed channels that are not subscribed anywhere right now.
@@ -269,14 +272,15 @@ impl ShardTask {
             } => {
                 let result = self.attach(&targets).await;
                 if result.is_ok() {
+                    let mut routes = write(&self.routes);
                     for target in targets {
-                        self.routes
-                            .entry(target)
-                            .or_default()
-                            .push(Arc::clone(&sub));
+                        routes.entry(target).or_default().push(Arc::clone(&sub));
                     }
                 }
-                self.pending.retain(|ch| self.routes.contains_key(ch));
+                {
+                    let routes = read(&self.routes);
+                    self.pending.retain(|ch| routes.contains_key(ch));
+                }
                 self.reconcile();
                 self.publish_state();
                 let _ = reply.send(result);
@@ -284,7 +288,7 @@ impl ShardTask {
             }
             Command::Detach { sub_id, reply } => {
                 let mut released = Vec::new();
-                self.routes.retain(|channel, subs| {
+                write(&self.routes).retain(|channel, subs| {
                     subs.retain(|s| s.id != sub_id);
                     if subs.is_empty() {
                         released.push(channel.clone());
@@ -295,7 +299,7 @@ impl ShardTask {
                 self.release(&released).await;
                 self.reconcile();
                 self.publish_state();
-                if self.dedicated && self.routes.is_empty() {
+                if self.dedicated && read(&self.routes).is_empty() {
                     self.exit_replies.push(reply);
                     return true;
                 }
@@ -328,10 +332,13 @@ impl ShardTask {
             }
         }
         if result.is_err() {
-            let orphans: Vec<String> = wanted
-                .into_iter()
-                .filter(|ch| !self.routes.contains_key(ch))
-                .collect();
+            let orphans: Vec<String> = {
+                let routes = read(&self.routes);
+                wanted
+                    .into_iter()
+                    .filter(|ch| !routes.contains_key(ch))
+                    .collect()
+            };
             self.release(&orphans).await;
         }
         result
@@ -516,10 +523,19 @@ impl ShardTask {
         let generation = self.next_generation;
         self.next_generation += 1;
         let tx = self.push_tx.clone();
+        let routes = Arc::clone(&self.routes);
+        let counters = Arc::clone(&self.link.counters);
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.config.connect_timeout))
             .set_response_timeout(Some(self.config.command_timeout))
-            .set_push_sender(move |info: PushInfo| tx.send((generation, info)));
+            .set_push_sender(move |info: PushInfo| {
+                if info.kind == PushKind::SMessage {
+                    dispatch(&routes, &counters, info.data);
+                    Ok(())
+                } else {
+                    tx.send((generation, info))
+                }
+            });
         let mut conn = bounded(
             "connect",
             self.config.connect_timeout + self.config.command_timeout,
@@ -573,10 +589,11 @@ impl ShardTask {
         }
         tracing::warn!(link = self.link.id, node = %addr, channels = lost.len(), error = %reason, "shard subscriber connection lost; resubscribing");
         let mut newly = Vec::new();
+        let routes = read(&self.routes);
         for channel in &lost {
             self.placed.remove(channel);
             self.pending.insert(channel.clone());
-            for sub in self.routes.get(channel).into_iter().flatten() {
+            for sub in routes.get(channel).into_iter().flatten() {
                 if let std::collections::hash_map::Entry::Vacant(entry) =
                     self.disconnected.entry(sub.id)
                 {
@@ -585,6 +602,7 @@ impl ShardTask {
                 }
             }
         }
+        drop(routes);
         if self.recovery.is_none() {
             self.recovery = Some(Recovery {
                 since_ms: now_ms(),
@@ -603,7 +621,7 @@ impl ShardTask {
 
     fn on_push(&mut self, generation: u64, push: PushInfo) {
         match push.kind {
-            PushKind::SMessage => self.dispatch(push.data),
+            PushKind::SMessage => dispatch(&self.routes, &self.link.counters, push.data),
             PushKind::SUnsubscribe => {
                 let Some(addr) = self.addr_of(generation) else {
                     return;
@@ -642,32 +660,6 @@ impl ShardTask {
             .iter()
             .find(|(_, n)| n.generation == generation)
             .map(|(addr, _)| addr.clone())
-    }
-
-    /// Routes one `smessage` (channel, payload) to every local subscription of the channel.
-    fn dispatch(&self, data: Vec<Value>) {
-        let mut data = data.into_iter();
-        let (Some(Value::BulkString(channel)), Some(payload)) = (data.next(), data.next()) else {
-            return;
-        };
-        let channel = String::from_utf8(channel)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        let Some(subs) = self.routes.get(&channel) else {
-            return;
-        };
-        let payload = match payload {
-            Value::BulkString(bytes) => bytes,
-            _ => Vec::new(),
-        };
-        let message = Arc::new(ReceivedMessage::new(
-            channel,
-            None,
-            Payload::from_bytes(payload),
-        ));
-        for sub in subs {
-            sub.deliver(&message);
-        }
-        self.link.counters.touch();
     }
 
     /// One recovery attempt: refresh the topology, then subscribe every pending channel on
@@ -722,9 +714,10 @@ impl ShardTask {
 
     /// Subscriptions with at least one pending channel.
     fn pending_subscriptions(&self) -> HashSet<u64> {
+        let routes = read(&self.routes);
         self.pending
             .iter()
-            .filter_map(|ch| self.routes.get(ch))
+            .filter_map(|ch| routes.get(ch))
             .flatten()
             .map(|s| s.id)
             .collect()
@@ -773,4 +766,38 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Channel → the subscriptions that want it.
+type Routes = HashMap<String, Vec<Arc<Subscription>>>;
+
+/// Routes one `smessage` (channel, payload) to every local subscription of the channel.
+/// Runs in the connection's push sender, on redis-rs's reader: it never waits (delivery
+/// only takes short locks), so messages keep flowing while the link task is busy
+/// recovering another node.
+fn dispatch(routes: &RwLock<Routes>, counters: &HubCounters, data: Vec<Value>) {
+    let mut data = data.into_iter();
+    let (Some(Value::BulkString(channel)), Some(payload)) = (data.next(), data.next()) else {
+        return;
+    };
+    let channel = String::from_utf8(channel)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let routes = read(routes);
+    let Some(subs) = routes.get(&channel) else {
+        return;
+    };
+    let payload = match payload {
+        Value::BulkString(bytes) => bytes,
+        _ => Vec::new(),
+    };
+    let message = Arc::new(ReceivedMessage::new(
+        channel,
+        None,
+        Payload::from_bytes(payload),
+    ));
+    for sub in subs {
+        sub.deliver(&message);
+    }
+    drop(routes);
+    counters.touch();
 }
