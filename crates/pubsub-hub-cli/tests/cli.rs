@@ -489,30 +489,63 @@ fn unreachable_redis_exits_3_with_one_line() {
 
 #[test]
 fn usage_errors_exit_2() {
-    for args in [
-        vec!["publish"],
-        vec!["publish", "ch"],
-        vec!["subscribe"],
-        vec!["publish", "--count", "0", "ch", "m"],
-        vec!["subscribe", "--format", "xml", "ch"],
-        vec!["--port", "1", "publish", "ch", "m"],
-        vec!["no-such-command"],
+    // clap's errors: one line, its message, and where to look next.
+    for (args, says, hint) in [
+        (
+            vec!["publish"],
+            "required arguments were not provided: <CHANNEL>",
+            "pubsub-hub publish",
+        ),
+        (
+            vec!["subscribe"],
+            "required arguments were not provided",
+            "pubsub-hub subscribe",
+        ),
+        (
+            vec!["publish", "--count", "0", "ch", "m"],
+            "invalid value '0' for '--count",
+            "pubsub-hub publish",
+        ),
+        (
+            vec!["subscribe", "--format", "xml", "ch"],
+            "[possible values: text, json]",
+            "pubsub-hub subscribe",
+        ),
+        (
+            vec!["--port", "1", "publish", "ch", "m"],
+            "--port is an option of `serve`",
+            "pubsub-hub",
+        ),
+        (
+            vec!["--port", "http", "serve"],
+            "invalid value 'http' for '--port",
+            "pubsub-hub serve",
+        ),
+        (
+            vec!["no-such-command"],
+            "unrecognized subcommand 'no-such-command'",
+            "pubsub-hub",
+        ),
     ] {
-        let o = run(
-            {
-                let mut c = bin();
-                c.args(&args);
-                c
-            },
-            WAIT,
-        );
+        let mut c = bin();
+        c.args(&args);
+        let o = run(c, WAIT);
         assert_exit(&o, 2);
-        let err = stderr(&o);
+        let err = assert_one_line_error(&o);
+        assert!(err.contains(says), "{args:?}: {err}");
         assert!(
-            err.contains("error") || err.contains("no message"),
+            err.trim_end().ends_with(&format!("; try '{hint} --help'")),
             "{args:?}: {err}"
         );
+        assert!(!err.contains("error:"), "no clap prefix: {err}");
     }
+    // Our own usage errors are one line too.
+    let mut c = bin();
+    c.args(["publish", "ch"]);
+    let o = run(c, WAIT);
+    assert_exit(&o, 2);
+    assert!(assert_one_line_error(&o).contains("no message"));
+
     let o = run(
         {
             let mut c = bin();
