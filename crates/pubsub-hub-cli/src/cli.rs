@@ -484,3 +484,27 @@ pub fn usage_error_line(e: &clap::Error, args: &[String]) -> String {
     };
     format!("{message}; try '{command} --help'")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_systemd_unit_runs_a_valid_command_line() {
+        let unit = include_str!("../../../contrib/systemd/pubsub-hub.service");
+        let exec = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .expect("an ExecStart line");
+        let args: Vec<&str> = exec.split_whitespace().collect();
+        assert!(args[0].ends_with("/pubsub-hub"), "{exec}");
+        let cli = Cli::try_parse_args(args).expect("the unit's command line parses");
+        assert!(matches!(cli.command, Some(Command::Serve(_))));
+        let config = cli.config.expect("the unit names a config file");
+        assert!(
+            unit.contains("EnvironmentFile="),
+            "the token comes from an EnvironmentFile"
+        );
+        assert_eq!(config, PathBuf::from("/etc/pubsub-hub/pubsub-hub.toml"));
+    }
+}
