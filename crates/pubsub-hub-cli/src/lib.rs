@@ -4,13 +4,14 @@
 //! who live in the terminal, and `bench`, the benchmark suite that compares the hub with raw
 //! redis-rs and `redis-benchmark` in one run.
 //!
-//! The binary (`src/main.rs`) only parses arguments, sets up tracing and calls [`run`]; all
-//! behaviour is here, in modules a test or another front end can call.
+//! The binary (`src/main.rs`) only parses arguments, calls [`load_config`], sets up tracing
+//! ([`init_logging`]) and calls [`run`]; all behaviour is here, in modules a test or another
+//! front end can call.
 //!
 //! # Layout
 //! - [`cli`]: the clap derive types ([`Cli`], [`Command`] and each subcommand's arguments);
-//!   their doc comments are the `--help` text. Records whether each Redis setting came from
-//!   a flag, the environment or a default.
+//!   their doc comments are the `--help` text. Flags are `Option`s without clap defaults or
+//!   `env`, so that [`settings`] can tell a flag from a lower layer; usage errors as one line.
 //! - [`settings`]: [`Config`], every setting resolved by the one precedence order (flag >
 //!   env > config file > default) with its [`cli::Source`]; the TOML file's shape and its
 //!   one-line errors; `--print-config`. One table lists every setting.

@@ -10,7 +10,7 @@
 //! [`crate::config`]): the URL and the host/port pair compete by layer, and within a layer the
 //! URL wins.
 //!
-//! Every setting is one line of the [`settings!`] table below: its section and key in the
+//! Every setting is one line of the `settings!` table below: its section and key in the
 //! file, its type, its default, its environment variable, which flag sets it and how it is
 //! shown by `--print-config`. The macro derives the file's shape (unknown keys refused), the
 //! resolved [`Config`] with the [`Source`] of each value, and the printout.
@@ -390,18 +390,18 @@ fn pick<T: Value>(
 /// `limits.max_message_bytes: invalid type: string "x", expected usize (line 7)`.
 pub fn parse_file(text: &str) -> Result<file::FileConfig, String> {
     let line_of = |span: Option<std::ops::Range<usize>>| {
-        span.map(|s| {
-            let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
-            format!(" (line {line})")
-        })
-        .unwrap_or_default()
+        span.and_then(|s| text.get(..s.start))
+            .map(|before| format!(" (line {})", before.matches('\n').count() + 1))
+            .unwrap_or_default()
     };
     let deserializer = toml::Deserializer::parse(text).map_err(|e| {
-        format!(
-            "{}{}",
-            crate::error::one_line(e.message()),
-            line_of(e.span())
-        )
+        let key = e
+            .span()
+            .and_then(|s| key_at(text, s.start))
+            .map(|k| format!("{k}: "))
+            .unwrap_or_default();
+        let message = crate::error::one_line(e.message());
+        format!("{key}{message}{}", line_of(e.span()))
     })?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -413,6 +413,30 @@ pub fn parse_file(text: &str) -> Result<file::FileConfig, String> {
         } else {
             format!("{path}: {message}{at}")
         }
+    })
+}
+
+/// For a syntax error at byte `at`: the `section.key` whose line it is on, when that line
+/// is a plain `key = ...` (the value itself is never repeated: it may be a secret).
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return None;
+    }
+    let section = text[..start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix('[')?.strip_suffix(']').map(str::trim)
+    });
+    Some(match section {
+        Some(section) => format!("{section}.{key}"),
+        None => key.to_owned(),
     })
 }
 
@@ -647,6 +671,9 @@ mod tests {
         assert!(e.contains("nosuch"), "{e}");
         let e = parse_file("[server\nport = 1").unwrap_err();
         assert!(!e.contains('\n'), "{e}");
+        let e = parse_file("[server]\nport = 1\ntoken = s3cret\n").unwrap_err();
+        assert!(e.starts_with("server.token: "), "{e}");
+        assert!(e.ends_with("(line 3)") && !e.contains("s3cret"), "{e}");
         let e = parse_file("[redis]\nport = 70000\n").unwrap_err();
         assert!(e.starts_with("redis.port: "), "{e}");
     }
