@@ -717,6 +717,37 @@ mod tests {
         parse_file(&text).expect("the printout is a valid configuration file");
     }
 
+    /// The `--help` texts state defaults by hand (`[env X; file s.k; default D]`): they
+    /// must be the table's.
+    #[test]
+    fn help_texts_state_the_table_defaults() {
+        use clap::CommandFactory;
+        let (_, none) = flags_none();
+        let defaults = load(&none, &[], None).unwrap().entries();
+        let mut checked = 0;
+        let command = crate::Cli::command();
+        for arg in command.get_arguments() {
+            let help = arg
+                .get_long_help()
+                .or(arg.get_help())
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            for e in &defaults {
+                let Some(at) = help.find(&format!("file {}.{};", e.section, e.key)) else {
+                    continue;
+                };
+                assert!(help.contains(&format!("env {}", e.env)), "{help}");
+                let bracket = help[at..].split(']').next().unwrap();
+                if let Some((_, stated)) = bracket.split_once("default ") {
+                    let actual = e.shown.clone().unwrap();
+                    assert_eq!(stated, actual.trim_matches('"'), "{}.{}", e.section, e.key);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 7, "only {checked} defaults found in the help");
+    }
+
     #[test]
     fn the_example_file_in_contrib_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/pubsub-hub.toml");

@@ -987,8 +987,20 @@ fn environment_errors_name_the_variable() {
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection; returns the status code and the body.
+/// One HTTP/1.1 request without a body on a fresh connection; returns the status code and
+/// the body.
 fn http(port: u16, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
+    http_with_body(port, method, path, headers, "")
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status code and the body.
+fn http_with_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String) {
     use std::io::Read;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream.set_read_timeout(Some(WAIT)).unwrap();
@@ -998,7 +1010,7 @@ fn http(port: u16, method: &str, path: &str, headers: &[&str]) -> (u16, String) 
         request.push_str(h);
         request.push_str("\r\n");
     }
-    request.push_str("Content-Length: 0\r\n\r\n");
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     stream
@@ -1148,6 +1160,50 @@ fn text_logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
     let line = serve.stderr_containing("starting the dashboard");
     assert!(!line.contains('\u{1b}'), "{line:?}");
     assert!(line.contains("INFO"), "{line:?}");
+    serve.signal("TERM");
+    assert_eq!(serve.wait(WAIT), Some(0));
+}
+
+#[test]
+fn the_config_file_reaches_the_dashboard() {
+    let server = RedisServer::start();
+    let (_dir, path) = config_file(&format!(
+        "[server]\ntoken = \"file-tok-s3cret\"\n\
+         [redis]\nhost = \"127.0.0.1\"\nport = {}\n\
+         [limits]\nmax_message_bytes = 8\n",
+        server.port()
+    ));
+    let mut c = bin();
+    c.arg("--config").arg(&path).arg("serve");
+    let (mut serve, port, _) = serve(c);
+    assert_eq!(
+        serve.next_line("redis line"),
+        format!("Using Redis at 127.0.0.1:{}", server.port())
+    );
+    assert_eq!(
+        http(port, "GET", "/state", &[]).0,
+        401,
+        "the file's token is required"
+    );
+    let auth = "Authorization: Bearer file-tok-s3cret";
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let (status, body) = http_with_body(
+        port,
+        "POST",
+        "/publish",
+        &[auth, form],
+        "channel=c&message=12345678",
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_with_body(
+        port,
+        "POST",
+        "/publish",
+        &[auth, form],
+        "channel=c&message=123456789",
+    );
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("max_message_bytes is 8"), "{body}");
     serve.signal("TERM");
     assert_eq!(serve.wait(WAIT), Some(0));
 }
