@@ -749,6 +749,25 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_sample_loads() {
+        let readme = include_str!("../../../README.md");
+        let operations = readme
+            .split_once("## Operations")
+            .expect("an Operations section")
+            .1;
+        let sample = operations
+            .split_once("```toml\n")
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .expect("a TOML sample")
+            .0;
+        let file = parse_file(sample).expect("the README's sample is a valid configuration");
+        assert!(
+            file.limits.max_publish_count.is_some(),
+            "it lists the limits"
+        );
+    }
+
+    #[test]
     fn the_example_file_in_contrib_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/pubsub-hub.toml");
         let file = read_file(&path).expect("contrib/pubsub-hub.toml is a valid configuration");
