@@ -4,12 +4,17 @@ use std::path::PathBuf;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
 
 use crate::error::EXIT_CODES_HELP;
 
 /// Redis pub/sub from the terminal: serve the dashboard, publish, subscribe, inspect, bench.
 ///
 /// With no subcommand, serves the dashboard (as `pubsub-hub serve`).
+///
+/// Every setting is taken from, highest first: a flag, its environment variable, the
+/// configuration file (--config), the built-in default. `pubsub-hub serve --print-config`
+/// shows the result.
 #[derive(Parser, Debug)]
 #[command(
     name = "pubsub-hub",
@@ -17,6 +22,15 @@ use crate::error::EXIT_CODES_HELP;
     after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
+    /// TOML configuration file (env PUBSUB_HUB_CONFIG). Unknown keys are refused.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr: text, or json (one object per line) [env
+    /// PUBSUB_HUB_LOG_FORMAT; file log.format; default text]. RUST_LOG sets the filter.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
     /// Where Redis is (global: valid before or after the subcommand).
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -30,109 +44,119 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// The Redis server to talk to.
+/// How log lines are written to stderr.
+#[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The Redis server to talk to. Unset flags fall through to the environment, the
+/// configuration file and the defaults (see [`crate::settings`]).
 ///
-/// Precedence, highest first: `--redis-url`; `--redis-host`/`--redis-port` given as flags;
-/// `REDIS_URL`; `REDIS_HOST`/`REDIS_PORT`; the defaults `localhost`/`6379`.
-#[derive(Args, Debug, Clone)]
+/// The URL and host/port compete by layer: the one from the higher layer wins, and within
+/// one layer the URL wins.
+#[derive(Args, Debug, Clone, Default)]
 pub struct RedisArgs {
-    /// Redis URL, e.g. redis://:password@host:6379/0 (overrides --redis-host/--redis-port).
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        global = true,
-        help_heading = "Redis",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
+    /// Redis URL, e.g. redis://:password@host:6379/0 or rediss://... for TLS [env
+    /// REDIS_URL; file redis.url]. Beats --redis-host/--redis-port from the same layer.
+    #[arg(long, global = true, help_heading = "Redis", value_name = "URL")]
     pub redis_url: Option<String>,
 
-    /// Redis host.
-    #[arg(
-        long,
-        env = "REDIS_HOST",
-        global = true,
-        help_heading = "Redis",
-        default_value = "localhost",
-        value_name = "HOST"
-    )]
-    pub redis_host: String,
+    /// Redis host [env REDIS_HOST; file redis.host; default localhost].
+    #[arg(long, global = true, help_heading = "Redis", value_name = "HOST")]
+    pub redis_host: Option<String>,
 
-    /// Redis port.
-    #[arg(
-        long,
-        env = "REDIS_PORT",
-        global = true,
-        help_heading = "Redis",
-        default_value_t = 6379,
-        value_name = "PORT"
-    )]
-    pub redis_port: u16,
+    /// Redis port [env REDIS_PORT; file redis.port; default 6379].
+    #[arg(long, global = true, help_heading = "Redis", value_name = "PORT")]
+    pub redis_port: Option<u16>,
 
-    /// Where each value came from; filled by [`Cli::parse_args`] (clap's derive does not
-    /// keep it), because a flag beats the environment even across the URL/host split.
-    #[arg(skip)]
-    pub sources: RedisSources,
+    /// PEM file of the certificate authority that signed the Redis server's certificate,
+    /// for a rediss:// URL [env PUBSUB_HUB_REDIS_CA_FILE; file redis.ca_file].
+    #[arg(long, global = true, help_heading = "Redis", value_name = "PATH")]
+    pub redis_ca_file: Option<PathBuf>,
 }
 
-/// Where each Redis setting came from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RedisSources {
-    /// Source of `--redis-url`.
-    pub url: Source,
-    /// Source of `--redis-host`.
-    pub host: Source,
-    /// Source of `--redis-port`.
-    pub port: Source,
-}
-
-/// The layer a setting was taken from, highest precedence first. (A configuration file,
-/// when one exists, slots in between [`Source::Env`] and [`Source::Default`].)
+/// The layer a setting was taken from, highest precedence first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Source {
     /// A command-line flag.
     Flag,
     /// An environment variable.
     Env,
+    /// The configuration file.
+    File,
     /// The built-in default (or not set at all).
     #[default]
     Default,
 }
 
 impl Source {
-    fn of(matches: &ArgMatches, id: &str) -> Source {
-        match matches.value_source(id) {
-            Some(ValueSource::CommandLine) => Source::Flag,
-            Some(ValueSource::EnvVariable) => Source::Env,
-            _ => Source::Default,
-        }
-    }
-
-    /// `flag`, `env` or `default`.
+    /// `flag`, `env`, `file` or `default`.
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Flag => "flag",
             Source::Env => "env",
+            Source::File => "file",
             Source::Default => "default",
         }
     }
 }
 
-/// How to serve the dashboard.
-#[derive(Args, Debug, Clone)]
+/// How to serve the dashboard. Each flag has an environment variable and a file key; see
+/// `--print-config`.
+#[derive(Args, Debug, Clone, Default)]
 pub struct ServeArgs {
-    /// Address the dashboard binds to.
-    #[arg(long, default_value = "127.0.0.1", value_name = "HOST")]
-    pub host: String,
+    /// Address the dashboard binds to [env PUBSUB_HUB_HOST; file server.host; default
+    /// 127.0.0.1]. Anything but loopback needs --token (or --insecure-no-auth).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
 
-    /// Port the dashboard binds to (0 picks a free port).
-    #[arg(long, default_value_t = 8103, value_name = "PORT")]
-    pub port: u16,
+    /// Port the dashboard binds to, 0 picks a free port [env PUBSUB_HUB_PORT; file
+    /// server.port; default 8103].
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Access token: every route but /healthz and /readyz then requires `Authorization:
+    /// Bearer TOKEN` (or the cookie /?token=TOKEN sets) [env PUBSUB_HUB_TOKEN; file
+    /// server.token]. Prefer the environment: flags are visible to other local users.
+    #[arg(long, value_name = "TOKEN", help_heading = "Access")]
+    pub token: Option<String>,
+
+    /// Listen on a non-loopback address WITHOUT a token, so anyone who can reach it can
+    /// read and publish every message [env PUBSUB_HUB_INSECURE_NO_AUTH; file
+    /// server.insecure_no_auth].
+    #[arg(long, help_heading = "Access")]
+    pub insecure_no_auth: bool,
 
     /// Exit instead of starting a private redis-server when nothing answers at the
-    /// configured Redis address.
+    /// configured Redis address [env PUBSUB_HUB_EMBEDDED_FALLBACK=false; file
+    /// redis.embedded_fallback = false].
     #[arg(long)]
     pub no_embedded: bool,
+
+    /// Largest request body in bytes [env PUBSUB_HUB_MAX_BODY_BYTES; file
+    /// limits.max_body_bytes; default 1048576].
+    #[arg(long, value_name = "BYTES", help_heading = "Limits")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Largest published message in bytes [env PUBSUB_HUB_MAX_MESSAGE_BYTES; file
+    /// limits.max_message_bytes; default 65536].
+    #[arg(long, value_name = "BYTES", help_heading = "Limits")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Most subscribers [env PUBSUB_HUB_MAX_SUBSCRIPTIONS; file limits.max_subscriptions;
+    /// default 256]. The other limits are file keys and variables only.
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    pub max_subscriptions: Option<usize>,
+
+    /// Print the effective configuration (as TOML, with each value's source and secrets
+    /// masked) and exit without connecting to Redis.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// The subcommands.
@@ -358,11 +382,22 @@ pub struct WorkerArgs {
 }
 
 impl Cli {
-    /// Parses the process arguments (exiting with code 2 and clap's message on a usage
-    /// error) and records where each Redis setting came from.
+    /// Parses the process arguments. `--help` and `--version` print and exit 0; a usage
+    /// error prints one line (see [`usage_error_line`]) and exits 2.
     pub fn parse_args() -> Cli {
-        let matches = Cli::command().get_matches();
-        Cli::from_matches(&matches).unwrap_or_else(|e| e.exit())
+        Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| {
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+                _ => {
+                    eprintln!("pubsub-hub: {}", usage_error_line(&e, &args));
+                    std::process::exit(i32::from(crate::ExitStatus::Usage.code()));
+                }
+            }
+        })
     }
 
     /// Like [`Cli::parse_args`] over explicit arguments, returning clap's error.
@@ -376,13 +411,17 @@ impl Cli {
     }
 
     fn from_matches(matches: &ArgMatches) -> Result<Cli, clap::Error> {
-        let mut cli = Cli::from_arg_matches(matches)?;
+        let cli = Cli::from_arg_matches(matches)?;
         // The dashboard's options before a subcommand would be silently ignored: refuse them
         // (clap's `args_conflicts_with_subcommands` would refuse the global Redis ones too).
         if let Some((name, _)) = matches.subcommand() {
-            let given = ["host", "port", "no_embedded"]
-                .into_iter()
-                .find(|id| Source::of(matches, id) == Source::Flag);
+            let serve_ids: Vec<String> = ServeArgs::augment_args(clap::Command::new("serve"))
+                .get_arguments()
+                .map(|a| a.get_id().to_string())
+                .collect();
+            let given = serve_ids
+                .iter()
+                .find(|id| matches.value_source(id) == Some(ValueSource::CommandLine));
             if let Some(id) = given {
                 let flag = format!("--{}", id.replace('_', "-"));
                 let hint = if name == "serve" {
@@ -393,17 +432,83 @@ impl Cli {
                 return Err(Cli::command().error(clap::error::ErrorKind::ArgumentConflict, hint));
             }
         }
-        // Global arguments given after the subcommand are recorded in its matches.
-        let mut scope = matches;
-        while let Some((_, sub)) = scope.subcommand() {
-            scope = sub;
-        }
-        let strongest = |id: &str| Source::of(matches, id).min(Source::of(scope, id));
-        cli.redis.sources = RedisSources {
-            url: strongest("redis_url"),
-            host: strongest("redis_host"),
-            port: strongest("redis_port"),
-        };
         Ok(cli)
+    }
+
+    /// The `serve` options in force: the subcommand's, or the top level's without one.
+    pub fn serve_args(&self) -> Option<&ServeArgs> {
+        match &self.command {
+            None => Some(&self.serve),
+            Some(Command::Serve(args)) => Some(args),
+            Some(_) => None,
+        }
+    }
+}
+
+/// A clap usage error as one line: its first paragraph without clap's `error: ` prefix, and
+/// where to look next, e.g. `unexpected argument '--x' found; try 'pubsub-hub publish
+/// --help'`. `args` (the command line, without the program name) names the subcommand when
+/// clap's message has no usage line.
+pub fn usage_error_line(e: &clap::Error, args: &[String]) -> String {
+    let rendered = e.render().to_string();
+    let paragraph: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let joined = paragraph.join(" ");
+    let message = joined.strip_prefix("error: ").unwrap_or(&joined);
+    let message = if message.is_empty() {
+        "invalid arguments"
+    } else {
+        message
+    };
+    // clap's usage line names the (sub)command: `Usage: pubsub-hub publish [OPTIONS] ...`.
+    let from_usage: Vec<&str> = rendered
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .map(|u| {
+            u.split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect()
+        })
+        .unwrap_or_default();
+    let command = if from_usage.is_empty() {
+        let subcommands: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        match args.iter().find(|a| subcommands.contains(a)) {
+            Some(sub) => format!("pubsub-hub {sub}"),
+            None => "pubsub-hub".to_owned(),
+        }
+    } else {
+        from_usage.join(" ")
+    };
+    format!("{message}; try '{command} --help'")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_systemd_unit_runs_a_valid_command_line() {
+        let unit = include_str!("../../../contrib/systemd/pubsub-hub.service");
+        let exec = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .expect("an ExecStart line");
+        let args: Vec<&str> = exec.split_whitespace().collect();
+        assert!(args[0].ends_with("/pubsub-hub"), "{exec}");
+        let cli = Cli::try_parse_args(args).expect("the unit's command line parses");
+        assert!(matches!(cli.command, Some(Command::Serve(_))));
+        let config = cli.config.expect("the unit names a config file");
+        assert!(
+            unit.contains("EnvironmentFile="),
+            "the token comes from an EnvironmentFile"
+        );
+        assert_eq!(config, PathBuf::from("/etc/pubsub-hub/pubsub-hub.toml"));
     }
 }

@@ -1,22 +1,25 @@
-//! Resolving where Redis is, from flags, environment and defaults, and showing it without
-//! secrets.
+//! Resolving where Redis is, and showing it without secrets.
 //!
-//! One precedence order, highest first:
-//! 1. `--redis-url` on the command line;
-//! 2. `--redis-host` / `--redis-port` on the command line (the other one from the
-//!    environment or its default);
-//! 3. `REDIS_URL` in the environment;
-//! 4. `REDIS_HOST` / `REDIS_PORT` in the environment;
-//! 5. the defaults `localhost` / `6379`.
+//! Each of `url`, `host` and `port` is first resolved on its own by the one precedence
+//! order of [`crate::settings`] (flag > env > file > default). Then the URL and the
+//! host/port pair compete by layer: the URL is used when it comes from a layer at least as
+//! high as the stronger of host and port, so
+//! 1. `--redis-url` beats everything;
+//! 2. `--redis-host` / `--redis-port` beat `REDIS_URL` and a file's `redis.url` (the other
+//!    one of the pair comes from its own highest layer);
+//! 3. `REDIS_URL` beats `REDIS_HOST` / `REDIS_PORT` and the file;
+//! 4. and so on down to the defaults `localhost` / `6379`.
 //!
 //! A flag always beats the environment, even across the URL / host-and-port split, so a
 //! `REDIS_URL` exported in a shell never silently overrides an explicit `--redis-port`.
-//! Each resolved value remembers its [`Source`], which is what a `--print-config` needs.
+
+use std::path::PathBuf;
 
 use redis::IntoConnectionInfo;
 
-use crate::cli::{RedisArgs, Source};
+use crate::cli::Source;
 use crate::error::CliError;
+use crate::settings::Redis;
 
 /// The Redis server a command talks to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,32 +30,32 @@ pub struct RedisTarget {
     host_port: Option<(String, u16)>,
     /// Which layer won.
     source: Source,
+    /// The CA that signed the server's certificate, for `rediss://`.
+    ca_file: Option<PathBuf>,
 }
 
 impl RedisTarget {
-    /// Applies the precedence order to parsed arguments. A malformed URL is a usage error.
-    pub fn resolve(args: &RedisArgs) -> Result<RedisTarget, CliError> {
-        let s = args.sources;
-        let host_port_flag = s.host == Source::Flag || s.port == Source::Flag;
-        let use_url = match &args.redis_url {
-            Some(_) if s.url == Source::Flag => true,
-            Some(_) if host_port_flag => false,
-            Some(_) => true,
-            None => false,
-        };
-        let target = if use_url {
-            let url = args.redis_url.clone().unwrap_or_default();
-            RedisTarget {
-                url,
+    /// Applies the URL-versus-host/port rule to resolved settings. A malformed URL is a
+    /// usage error.
+    pub fn resolve(redis: &Redis) -> Result<RedisTarget, CliError> {
+        let pair = redis.host.source.min(redis.port.source);
+        let target = match &redis.url.value {
+            Some(url) if redis.url.source <= pair => RedisTarget {
+                url: url.clone(),
                 host_port: None,
-                source: s.url,
-            }
-        } else {
-            RedisTarget {
-                url: host_port_url(&args.redis_host, args.redis_port),
-                host_port: Some((args.redis_host.clone(), args.redis_port)),
-                source: s.host.min(s.port),
-            }
+                source: redis.url.source,
+                ca_file: None,
+            },
+            _ => RedisTarget {
+                url: host_port_url(&redis.host.value, redis.port.value),
+                host_port: Some((redis.host.value.clone(), redis.port.value)),
+                source: pair,
+                ca_file: None,
+            },
+        };
+        let target = RedisTarget {
+            ca_file: redis.ca_file.value.clone(),
+            ..target
         };
         target.validate()?;
         Ok(target)
@@ -64,16 +67,20 @@ impl RedisTarget {
             url: url.into(),
             host_port: None,
             source: Source::Flag,
+            ca_file: None,
         };
         target.validate()?;
         Ok(target)
     }
 
     fn validate(&self) -> Result<(), CliError> {
-        let what = if self.host_port.is_some() {
-            "--redis-host/--redis-port"
-        } else {
-            "--redis-url"
+        let what = match (self.host_port.is_some(), self.source) {
+            (true, Source::Flag) => "--redis-host/--redis-port",
+            (true, Source::Env) => "REDIS_HOST/REDIS_PORT",
+            (true, _) => "redis.host/redis.port",
+            (false, Source::Flag) => "--redis-url",
+            (false, Source::Env) => "REDIS_URL",
+            (false, _) => "redis.url",
         };
         if self.host_port.is_none()
             && !(self.url.starts_with("redis://")
@@ -101,10 +108,40 @@ impl RedisTarget {
         &self.url
     }
 
-    /// A redis-rs client for this target.
+    /// A redis-rs client for this target, trusting the CA file for `rediss://` when one
+    /// is configured.
     pub fn client(&self) -> Result<redis::Client, CliError> {
-        redis::Client::open(self.url.as_str())
-            .map_err(|e| CliError::usage(format!("invalid Redis address {}: {e}", self.display())))
+        let invalid = |e: redis::RedisError| {
+            CliError::usage(format!("invalid Redis address {}: {e}", self.display()))
+        };
+        let Some(path) = &self.ca_file else {
+            return redis::Client::open(self.url.as_str()).map_err(invalid);
+        };
+        let pem = std::fs::read(path).map_err(|e| {
+            CliError::usage(format!(
+                "cannot read the Redis CA file {}: {e}",
+                path.display()
+            ))
+        })?;
+        if !self.url.starts_with("rediss://") {
+            return Err(CliError::usage(format!(
+                "a Redis CA file is given, so the Redis URL must use rediss:// (TLS), not {}",
+                self.display()
+            )));
+        }
+        redis::Client::build_with_tls(
+            self.url.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            },
+        )
+        .map_err(invalid)
+    }
+
+    /// The CA file for `rediss://`, if one is configured.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.ca_file.as_deref()
     }
 
     /// Host and port when they were chosen by host/port settings.
@@ -171,14 +208,36 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::RedisSources;
+    use crate::settings::Setting;
 
-    fn args(url: Option<&str>, host: &str, port: u16, sources: RedisSources) -> RedisArgs {
-        RedisArgs {
-            redis_url: url.map(str::to_owned),
-            redis_host: host.into(),
-            redis_port: port,
-            sources,
+    fn redis(url: Option<(&str, Source)>, host: (&str, Source), port: (u16, Source)) -> Redis {
+        Redis {
+            url: match url {
+                Some((u, source)) => Setting {
+                    value: Some(u.to_owned()),
+                    source,
+                },
+                None => Setting {
+                    value: None,
+                    source: Source::Default,
+                },
+            },
+            host: Setting {
+                value: host.0.to_owned(),
+                source: host.1,
+            },
+            port: Setting {
+                value: port.0,
+                source: port.1,
+            },
+            ca_file: Setting {
+                value: None,
+                source: Source::Default,
+            },
+            embedded_fallback: Setting {
+                value: true,
+                source: Source::Default,
+            },
         }
     }
 
@@ -196,59 +255,33 @@ mod tests {
     }
 
     #[test]
-    fn flags_beat_env_across_url_and_host() {
-        let env_url_flag_port = args(
-            Some("redis://envhost:1/"),
-            "localhost",
-            7000,
-            RedisSources {
-                url: Source::Env,
-                host: Source::Default,
-                port: Source::Flag,
-            },
-        );
-        let t = RedisTarget::resolve(&env_url_flag_port).unwrap();
+    fn the_higher_layer_wins_across_url_and_host() {
+        let env_url = Some(("redis://envhost:1/", Source::Env));
+        let d = ("localhost", Source::Default);
+        let t = RedisTarget::resolve(&redis(env_url, d, (7000, Source::Flag))).unwrap();
         assert_eq!(t.host_port(), Some(("localhost", 7000)));
 
-        let env_url_env_port = args(
-            Some("redis://envhost:1/"),
-            "localhost",
-            7000,
-            RedisSources {
-                url: Source::Env,
-                host: Source::Default,
-                port: Source::Env,
-            },
-        );
-        let t = RedisTarget::resolve(&env_url_env_port).unwrap();
+        let t = RedisTarget::resolve(&redis(env_url, d, (7000, Source::Env))).unwrap();
         assert_eq!(t.url(), "redis://envhost:1/");
 
-        let flag_url = args(
-            Some("redis://flaghost:2/"),
-            "h",
-            1,
-            RedisSources {
-                url: Source::Flag,
-                host: Source::Flag,
-                port: Source::Flag,
-            },
-        );
-        assert_eq!(
-            RedisTarget::resolve(&flag_url).unwrap().url(),
-            "redis://flaghost:2/"
-        );
+        let file_url = Some(("redis://filehost:1/", Source::File));
+        let t = RedisTarget::resolve(&redis(file_url, d, (7000, Source::Env))).unwrap();
+        assert_eq!(t.host_port(), Some(("localhost", 7000)));
+        let t = RedisTarget::resolve(&redis(file_url, d, (6379, Source::Default))).unwrap();
+        assert_eq!(t.url(), "redis://filehost:1/");
+        assert_eq!(t.source(), Source::File);
+
+        let flag_url = Some(("redis://flaghost:2/", Source::Flag));
+        let t = RedisTarget::resolve(&redis(flag_url, ("h", Source::Flag), (1, Source::Flag)));
+        assert_eq!(t.unwrap().url(), "redis://flaghost:2/");
     }
 
     #[test]
     fn malformed_urls_are_usage_errors_without_secrets() {
-        let bad = args(
-            Some("http://:hunter2@h/"),
-            "h",
-            1,
-            RedisSources {
-                url: Source::Flag,
-                ..Default::default()
-            },
+        let bad = redis(
+            Some(("http://:hunter2@h/", Source::Flag)),
+            ("h", Source::Default),
+            (1, Source::Default),
         );
         let e = RedisTarget::resolve(&bad).unwrap_err();
         assert_eq!(e.status(), crate::error::ExitStatus::Usage);

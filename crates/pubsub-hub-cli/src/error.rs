@@ -10,7 +10,8 @@ Exit codes:
   0  success (subscribe: --count reached, or stopped by Ctrl-C / SIGTERM)
   1  runtime error: Redis refused a command or the connection broke, a file could not be
      read, a benchmark failed
-  2  usage error: bad arguments, a malformed --redis-url, no message to publish
+  2  usage or configuration error: bad arguments, a bad config file key or environment
+     value, a malformed Redis URL, no message to publish, a public address without a token
   3  Redis unreachable: could not connect (refused, timed out, name not resolved) or
      authentication failed";
 
@@ -22,7 +23,8 @@ pub enum ExitStatus {
     Ok = 0,
     /// 1: a runtime failure.
     Failure = 1,
-    /// 2: the command line or its input is wrong (clap uses 2 for its own errors too).
+    /// 2: the command line, the configuration or the input is wrong (clap uses 2 for its
+    /// own errors too). Restarting does not help.
     Usage = 2,
     /// 3: Redis could not be reached.
     Unreachable = 3,

@@ -1,23 +1,24 @@
-//! The `pubsub-hub` binary: parse, set up tracing, run, exit with a documented code.
+//! The `pubsub-hub` binary: parse, load the configuration, set up tracing, run, exit with a
+//! documented code.
 
 use std::process::ExitCode;
 
-use pubsub_hub_cli::Cli;
-use tracing_subscriber::EnvFilter;
+use pubsub_hub_cli::{Cli, CliError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(pubsub_hub_cli::default_log_filter(&cli)));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    match pubsub_hub_cli::run(cli) {
+    let config = match pubsub_hub_cli::load_config(&cli) {
+        Ok(config) => config,
+        Err(e) => return fail(&e),
+    };
+    pubsub_hub_cli::init_logging(&config.log);
+    match pubsub_hub_cli::run(cli, config) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pubsub-hub: {e}");
-            ExitCode::from(e.status().code())
-        }
+        Err(e) => fail(&e),
     }
+}
+
+fn fail(e: &CliError) -> ExitCode {
+    eprintln!("pubsub-hub: {e}");
+    ExitCode::from(e.status().code())
 }

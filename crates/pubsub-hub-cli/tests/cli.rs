@@ -14,11 +14,23 @@ use serde_json::Value;
 /// Bound on any single wait.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// The binary with a clean environment: no Redis settings or log filter from the caller.
+/// The binary with a clean environment: no Redis settings, `PUBSUB_HUB_*` settings or log
+/// filter from the caller.
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pubsub-hub"));
-    for var in ["REDIS_URL", "REDIS_HOST", "REDIS_PORT", "RUST_LOG"] {
+    for var in [
+        "REDIS_URL",
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "RUST_LOG",
+        "NO_COLOR",
+    ] {
         c.env_remove(var);
+    }
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("PUBSUB_HUB_") {
+            c.env_remove(var);
+        }
     }
     c.stdin(Stdio::null());
     c
@@ -489,30 +501,63 @@ fn unreachable_redis_exits_3_with_one_line() {
 
 #[test]
 fn usage_errors_exit_2() {
-    for args in [
-        vec!["publish"],
-        vec!["publish", "ch"],
-        vec!["subscribe"],
-        vec!["publish", "--count", "0", "ch", "m"],
-        vec!["subscribe", "--format", "xml", "ch"],
-        vec!["--port", "1", "publish", "ch", "m"],
-        vec!["no-such-command"],
+    // clap's errors: one line, its message, and where to look next.
+    for (args, says, hint) in [
+        (
+            vec!["publish"],
+            "required arguments were not provided: <CHANNEL>",
+            "pubsub-hub publish",
+        ),
+        (
+            vec!["subscribe"],
+            "required arguments were not provided",
+            "pubsub-hub subscribe",
+        ),
+        (
+            vec!["publish", "--count", "0", "ch", "m"],
+            "invalid value '0' for '--count",
+            "pubsub-hub publish",
+        ),
+        (
+            vec!["subscribe", "--format", "xml", "ch"],
+            "[possible values: text, json]",
+            "pubsub-hub subscribe",
+        ),
+        (
+            vec!["--port", "1", "publish", "ch", "m"],
+            "--port is an option of `serve`",
+            "pubsub-hub",
+        ),
+        (
+            vec!["--port", "http", "serve"],
+            "invalid value 'http' for '--port",
+            "pubsub-hub serve",
+        ),
+        (
+            vec!["no-such-command"],
+            "unrecognized subcommand 'no-such-command'",
+            "pubsub-hub",
+        ),
     ] {
-        let o = run(
-            {
-                let mut c = bin();
-                c.args(&args);
-                c
-            },
-            WAIT,
-        );
+        let mut c = bin();
+        c.args(&args);
+        let o = run(c, WAIT);
         assert_exit(&o, 2);
-        let err = stderr(&o);
+        let err = assert_one_line_error(&o);
+        assert!(err.contains(says), "{args:?}: {err}");
         assert!(
-            err.contains("error") || err.contains("no message"),
+            err.trim_end().ends_with(&format!("; try '{hint} --help'")),
             "{args:?}: {err}"
         );
+        assert!(!err.contains("error:"), "no clap prefix: {err}");
     }
+    // Our own usage errors are one line too.
+    let mut c = bin();
+    c.args(["publish", "ch"]);
+    let o = run(c, WAIT);
+    assert_exit(&o, 2);
+    assert!(assert_one_line_error(&o).contains("no message"));
+
     let o = run(
         {
             let mut c = bin();
@@ -720,4 +765,445 @@ fn bench_quick_reports_every_scenario() {
         elapsed < Duration::from_secs(60),
         "quick run took {elapsed:?}"
     );
+}
+
+/// Writes `text` as a configuration file in a fresh temp dir (kept alive by the guard).
+fn config_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pubsub-hub.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+/// `serve --print-config` with these settings; returns stdout after asserting exit 0.
+fn print_config(file: Option<&std::path::Path>, env: &[(&str, &str)], flags: &[&str]) -> String {
+    let mut c = bin();
+    if let Some(path) = file {
+        c.arg("--config").arg(path);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.args(["serve", "--print-config"]).args(flags);
+    let o = run(c, WAIT);
+    assert_exit(&o, 0);
+    assert_eq!(stderr(&o), "", "nothing on stderr");
+    stdout(&o)
+}
+
+/// The line of a `--print-config` printout for `key` in `[section]`.
+fn printed<'a>(text: &'a str, section: &str, key: &str) -> &'a str {
+    let header = format!("[{section}]");
+    let body = text
+        .split_once(&format!("\n{header}\n"))
+        .unwrap_or_else(|| panic!("no {header} in {text}"))
+        .1;
+    let body = body.split("\n[").next().unwrap();
+    body.lines()
+        .find(|l| l.starts_with(&format!("{key} = ")) || l.starts_with(&format!("# {key} ")))
+        .unwrap_or_else(|| panic!("no {section}.{key} in {text}"))
+}
+
+#[test]
+fn settings_follow_flag_then_env_then_file_then_default() {
+    let (_dir, path) = config_file(
+        "[server]\nport = 7001\ntoken = \"file-s3cret\"\n[limits]\nmax_message_bytes = 1001\n",
+    );
+    let port = ("PUBSUB_HUB_PORT", "7002");
+    let token = ("PUBSUB_HUB_TOKEN", "env-s3cret");
+    let limit = ("PUBSUB_HUB_MAX_MESSAGE_BYTES", "1002");
+    let flags = [
+        "--port",
+        "7003",
+        "--token",
+        "flag-s3cret",
+        "--max-message-bytes",
+        "1003",
+    ];
+
+    let defaults = print_config(None, &[], &[]);
+    assert_eq!(
+        printed(&defaults, "server", "port"),
+        "port = 8103  # default"
+    );
+    assert_eq!(
+        printed(&defaults, "server", "token"),
+        "# token is not set  # default"
+    );
+    assert_eq!(
+        printed(&defaults, "limits", "max_message_bytes"),
+        "max_message_bytes = 65536  # default"
+    );
+    assert!(defaults.contains("# config file: none"), "{defaults}");
+
+    let file = print_config(Some(&path), &[], &[]);
+    assert_eq!(printed(&file, "server", "port"), "port = 7001  # file");
+    assert_eq!(printed(&file, "server", "token"), "token = \"***\"  # file");
+    assert_eq!(
+        printed(&file, "limits", "max_message_bytes"),
+        "max_message_bytes = 1001  # file"
+    );
+    assert_eq!(
+        printed(&file, "server", "host"),
+        "host = \"127.0.0.1\"  # default"
+    );
+
+    let env = print_config(Some(&path), &[port, token, limit], &[]);
+    assert_eq!(
+        printed(&env, "server", "port"),
+        "port = 7002  # env PUBSUB_HUB_PORT"
+    );
+    assert_eq!(
+        printed(&env, "server", "token"),
+        "token = \"***\"  # env PUBSUB_HUB_TOKEN"
+    );
+    assert_eq!(
+        printed(&env, "limits", "max_message_bytes"),
+        "max_message_bytes = 1002  # env PUBSUB_HUB_MAX_MESSAGE_BYTES"
+    );
+
+    let flag = print_config(Some(&path), &[port, token, limit], &flags);
+    assert_eq!(printed(&flag, "server", "port"), "port = 7003  # flag");
+    assert_eq!(printed(&flag, "server", "token"), "token = \"***\"  # flag");
+    assert_eq!(
+        printed(&flag, "limits", "max_message_bytes"),
+        "max_message_bytes = 1003  # flag"
+    );
+
+    // The file can also come from PUBSUB_HUB_CONFIG.
+    let via_env = print_config(None, &[("PUBSUB_HUB_CONFIG", path.to_str().unwrap())], &[]);
+    assert_eq!(printed(&via_env, "server", "port"), "port = 7001  # file");
+
+    for text in [&defaults, &file, &env, &flag, &via_env] {
+        assert!(!text.contains("s3cret"), "a token leaked: {text}");
+    }
+}
+
+#[test]
+fn print_config_masks_passwords_and_shows_the_redis_in_use() {
+    let (_dir, path) =
+        config_file("[redis]\nurl = \"redis://app:file-pw-s3cret@10.0.0.1:6380/2\"\n");
+    let text = print_config(Some(&path), &[], &[]);
+    assert_eq!(
+        printed(&text, "redis", "url"),
+        "url = \"redis://app:***@10.0.0.1:6380/2\"  # file"
+    );
+    assert!(
+        text.contains("# Redis in use: redis://app:***@10.0.0.1:6380/2 (from file)"),
+        "{text}"
+    );
+    // A host/port flag beats a URL from a lower layer.
+    let text = print_config(
+        Some(&path),
+        &[("REDIS_URL", "redis://:env-pw-s3cret@h:1/")],
+        &["--redis-port", "7777"],
+    );
+    assert!(
+        text.contains("# Redis in use: localhost:7777 (from flag)"),
+        "{text}"
+    );
+    assert_eq!(
+        printed(&text, "redis", "url"),
+        "url = \"redis://:***@h:1/\"  # env REDIS_URL"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+}
+
+#[test]
+fn the_example_configuration_in_contrib_loads() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../contrib/pubsub-hub.toml");
+    let text = print_config(Some(std::path::Path::new(example)), &[], &[]);
+    assert_eq!(
+        printed(&text, "server", "host"),
+        "host = \"0.0.0.0\"  # file"
+    );
+    assert_eq!(
+        printed(&text, "redis", "embedded_fallback"),
+        "embedded_fallback = false  # file"
+    );
+}
+
+#[test]
+fn bad_configuration_is_one_line_naming_the_key_and_exit_2() {
+    for (text, expected) in [
+        (
+            "[limits]\nmax_message_bytes = \"big\"\n",
+            "limits.max_message_bytes: invalid type: string \"big\", expected usize (line 2)",
+        ),
+        (
+            "[server]\nport = 1\nprot = 2\n",
+            "server.prot: unknown field `prot`",
+        ),
+        (
+            "[limits]\nmax_publish_count = 0\n",
+            "limits.max_publish_count: must be at least 1",
+        ),
+        ("[servre]\n", "servre: unknown field `servre`"),
+        ("[server\n", "(line 1)"),
+    ] {
+        let (_dir, path) = config_file(text);
+        let mut c = bin();
+        c.arg("--config")
+            .arg(&path)
+            .args(["serve", "--print-config"]);
+        let o = run(c, WAIT);
+        assert_exit(&o, 2);
+        let err = assert_one_line_error(&o);
+        let prefix = format!("pubsub-hub: config {}: ", path.display());
+        assert!(err.starts_with(&prefix), "{err}");
+        assert!(err.contains(expected), "{text:?}: {err}");
+        assert_eq!(stdout(&o), "");
+    }
+    // A missing file is a usage error too, for every command.
+    let mut c = bin();
+    c.args(["--config", "/nonexistent/pubsub-hub.toml", "inspect"]);
+    let o = run(c, WAIT);
+    assert_exit(&o, 2);
+    assert!(
+        assert_one_line_error(&o).contains("config /nonexistent/pubsub-hub.toml: cannot read it")
+    );
+}
+
+#[test]
+fn environment_errors_name_the_variable() {
+    for (var, value, args) in [
+        ("REDIS_PORT", "abc", vec!["publish", "ch", "m"]),
+        ("PUBSUB_HUB_PORT", "http", vec!["serve", "--print-config"]),
+        ("PUBSUB_HUB_MAX_SUBSCRIPTIONS", "-1", vec!["serve"]),
+        ("PUBSUB_HUB_LOG_FORMAT", "xml", vec!["inspect"]),
+    ] {
+        let mut c = bin();
+        c.env(var, value).args(&args);
+        let o = run(c, WAIT);
+        assert_exit(&o, 2);
+        let err = assert_one_line_error(&o);
+        assert!(
+            err.starts_with(&format!(
+                "pubsub-hub: environment variable {var}: expected "
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("--"), "blames no flag: {err}");
+    }
+}
+
+/// One HTTP/1.1 request without a body on a fresh connection; returns the status code and
+/// the body.
+fn http(port: u16, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
+    http_with_body(port, method, path, headers, "")
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status code and the body.
+fn http_with_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for h in headers {
+        request.push_str(h);
+        request.push_str("\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("a response within the timeout");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Starts `serve` and returns it with its HTTP port (from the "listening" start-up line).
+fn serve(mut cmd: Command) -> (Running, u16, Vec<String>) {
+    cmd.args(["--port", "0", "--no-embedded"]);
+    let serve = Running::spawn(cmd);
+    let mut seen = Vec::new();
+    loop {
+        let line = serve.next_line("start-up line");
+        seen.push(line.clone());
+        if let Some((_, port)) = line.rsplit_once(':')
+            && line.starts_with("Redis pub/sub demo server listening on http://")
+        {
+            return (serve, port.parse().expect("a port"), seen);
+        }
+    }
+}
+
+#[test]
+fn a_token_is_required_when_served_with_one() {
+    let server = RedisServer::start();
+    let mut c = bin_at(&server);
+    c.args(["serve", "--token", "tok-s3cret-1234"]);
+    let (mut serve, port, lines) = serve(c);
+    let (status, body) = http(port, "GET", "/state", &[]);
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = http(
+        port,
+        "GET",
+        "/state",
+        &["Authorization: Bearer wrong-token"],
+    );
+    assert_eq!(status, 401);
+    let (status, body) = http(
+        port,
+        "GET",
+        "/state",
+        &["Authorization: Bearer tok-s3cret-1234"],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("orders-listener"), "{body}");
+    // The health check stays open for probes.
+    assert_eq!(http(port, "GET", "/healthz", &[]).0, 200);
+
+    serve.signal("TERM");
+    assert_eq!(serve.wait(WAIT), Some(0));
+    let mut rest: Vec<String> = serve.out.try_iter().collect();
+    rest.extend(serve.err.try_iter());
+    rest.extend(lines);
+    for line in rest {
+        assert!(!line.contains("s3cret"), "the token leaked: {line}");
+    }
+}
+
+#[test]
+fn a_public_bind_needs_a_token_or_the_loud_opt_out() {
+    let mut c = bin();
+    c.args(["serve", "--host", "0.0.0.0", "--port", "0", "--no-embedded"])
+        .args([
+            "--redis-host",
+            "127.0.0.1",
+            "--redis-port",
+            &closed_port().to_string(),
+        ]);
+    let o = run(c, WAIT);
+    assert_exit(&o, 2);
+    let err = assert_one_line_error(&o);
+    assert!(
+        err.contains("refusing to listen on 0.0.0.0:0 without an access token"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--token") && err.contains("--insecure-no-auth"),
+        "{err}"
+    );
+
+    let server = RedisServer::start();
+    let mut c = bin_at(&server);
+    c.env("PUBSUB_HUB_INSECURE_NO_AUTH", "true")
+        .args(["serve", "--host", "0.0.0.0"]);
+    let (mut serve, port, lines) = serve(c);
+    assert!(
+        lines[0].starts_with("WARNING: listening on 0.0.0.0:")
+            && lines[0].contains("without an access token"),
+        "{lines:?}"
+    );
+    assert_eq!(http(port, "GET", "/healthz", &[]).0, 200);
+    serve.signal("TERM");
+    assert_eq!(serve.wait(WAIT), Some(0));
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let server = RedisServer::start();
+    let (_dir, path) = config_file("[log]\nfilter = \"info\"\n");
+    let mut c = bin_at(&server);
+    c.arg("--config")
+        .arg(&path)
+        .args(["serve", "--log-format", "json"]);
+    let (mut serve, _port, _) = serve(c);
+    let started = serve.stderr_containing("starting the dashboard");
+    serve.signal("TERM");
+    assert_eq!(serve.wait(WAIT), Some(0));
+    let mut lines = vec![started];
+    lines.extend(serve.err.iter());
+    assert!(
+        lines.len() >= 2,
+        "the start and the shutdown are logged: {lines:?}"
+    );
+    for line in &lines {
+        let doc: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            doc["level"].is_string() && doc["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    let first: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(first["fields"]["message"], "starting the dashboard");
+    assert_eq!(first["fields"]["token"], false);
+    assert!(
+        lines.iter().any(|l| l.contains("shutting down")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn text_logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let server = RedisServer::start();
+    let mut c = bin_at(&server);
+    c.env("RUST_LOG", "info").arg("serve");
+    let (mut serve, _port, _) = serve(c);
+    let line = serve.stderr_containing("starting the dashboard");
+    assert!(!line.contains('\u{1b}'), "{line:?}");
+    assert!(line.contains("INFO"), "{line:?}");
+    serve.signal("TERM");
+    assert_eq!(serve.wait(WAIT), Some(0));
+}
+
+#[test]
+fn the_config_file_reaches_the_dashboard() {
+    let server = RedisServer::start();
+    let (_dir, path) = config_file(&format!(
+        "[server]\ntoken = \"file-tok-s3cret\"\n\
+         [redis]\nhost = \"127.0.0.1\"\nport = {}\n\
+         [limits]\nmax_message_bytes = 8\n",
+        server.port()
+    ));
+    let mut c = bin();
+    c.arg("--config").arg(&path).arg("serve");
+    let (mut serve, port, _) = serve(c);
+    assert_eq!(
+        serve.next_line("redis line"),
+        format!("Using Redis at 127.0.0.1:{}", server.port())
+    );
+    assert_eq!(
+        http(port, "GET", "/state", &[]).0,
+        401,
+        "the file's token is required"
+    );
+    let auth = "Authorization: Bearer file-tok-s3cret";
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let (status, body) = http_with_body(
+        port,
+        "POST",
+        "/publish",
+        &[auth, form],
+        "channel=c&message=12345678",
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_with_body(
+        port,
+        "POST",
+        "/publish",
+        &[auth, form],
+        "channel=c&message=123456789",
+    );
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("max_message_bytes is 8"), "{body}");
+    serve.signal("TERM");
+    assert_eq!(serve.wait(WAIT), Some(0));
 }

@@ -2,17 +2,23 @@
 
 use pubsub_hub_web::{DashboardError, DashboardOptions, run_dashboard};
 
-use crate::cli::ServeArgs;
 use crate::config::RedisTarget;
 use crate::error::CliError;
+use crate::settings::Config;
 
-/// The dashboard options for these arguments: the resolved Redis address goes in as a URL
-/// only when a URL won, so that the start-up line shows `host:port` as the guide's does.
-pub fn options(target: &RedisTarget, args: &ServeArgs) -> DashboardOptions {
+/// The dashboard options for this configuration. The resolved Redis address goes in as a
+/// URL only when a URL won, so that the start-up line shows `host:port` as the guide's does.
+pub fn options(target: &RedisTarget, config: &Config) -> DashboardOptions {
+    let server = &config.server;
     let mut opts = DashboardOptions {
-        host: args.host.clone(),
-        port: args.port,
-        embedded_fallback: !args.no_embedded,
+        host: server.host.value.clone(),
+        port: server.port.value,
+        token: server.token.value.clone(),
+        insecure_no_auth: server.insecure_no_auth.value,
+        embedded_fallback: config.redis.embedded_fallback.value,
+        redis_ca_file: target.ca_file().map(ToOwned::to_owned),
+        limits: config.web_limits(),
+        // The `[dashboard]` section's settings (connection mode and so on) go here.
         ..DashboardOptions::default()
     };
     match target.host_port() {
@@ -25,19 +31,39 @@ pub fn options(target: &RedisTarget, args: &ServeArgs) -> DashboardOptions {
     opts
 }
 
-/// Serves until Ctrl-C or SIGTERM; every subscription is closed before this returns.
-pub async fn run(target: &RedisTarget, args: &ServeArgs) -> Result<(), CliError> {
+/// With `print_config`, prints the effective configuration and returns. Otherwise serves
+/// until Ctrl-C or SIGTERM; every subscription is closed before this returns.
+pub async fn run(
+    target: &RedisTarget,
+    config: &Config,
+    print_config: bool,
+) -> Result<(), CliError> {
+    if print_config {
+        let in_use = format!("{} (from {})", target.display(), target.source().as_str());
+        print!("{}", config.render(&in_use));
+        return Ok(());
+    }
+    let opts = options(target, config);
+    tracing::info!(
+        host = %opts.host,
+        port = opts.port,
+        redis = %target.display(),
+        token = opts.token.is_some(),
+        config_file = ?config.file,
+        "starting the dashboard"
+    );
     // Installed before the start-up lines are printed (see `shutdown_signal`).
     let stop = super::shutdown_signal();
-    run_dashboard(options(target, args), stop)
-        .await
-        .map_err(|e| classify(&e))
+    run_dashboard(opts, stop).await.map_err(|e| classify(&e))
 }
 
 fn classify(e: &DashboardError) -> CliError {
     let text = e.to_string();
     match e {
-        DashboardError::InvalidRedisUrl { .. } => CliError::usage(text),
+        // Configuration the operator must fix: exit 2, like any other bad setting.
+        DashboardError::InvalidRedisUrl { .. }
+        | DashboardError::InvalidOptions(_)
+        | DashboardError::NoTokenForPublicAddress { .. } => CliError::usage(text),
         DashboardError::RedisUnreachable { .. } => CliError::unreachable(text),
         DashboardError::Redis { source, .. } if source.is_unavailable() => {
             CliError::unreachable(text)

@@ -1,0 +1,779 @@
+//! The effective configuration: every setting from flags, the environment, an optional TOML
+//! file and the built-in defaults, in one precedence order, highest first:
+//!
+//! 1. a command-line flag;
+//! 2. an environment variable (an empty one counts as unset);
+//! 3. the configuration file (`--config PATH`, or `PUBSUB_HUB_CONFIG`);
+//! 4. the built-in default (the `DEFAULT_*` values of `pubsub_hub_web`).
+//!
+//! The same order applies to every setting. The Redis address adds one rule on top (see
+//! [`crate::config`]): the URL and the host/port pair compete by layer, and within a layer the
+//! URL wins.
+//!
+//! Every setting is one line of the `settings!` table below: its section and key in the
+//! file, its type, its default, its environment variable, which flag sets it and how it is
+//! shown by `--print-config`. The macro derives the file's shape (unknown keys refused), the
+//! resolved [`Config`] with the [`Source`] of each value, and the printout.
+
+use std::path::{Path, PathBuf};
+
+use pubsub_hub_web::limits;
+use serde::Deserialize;
+
+use crate::cli::{LogFormat, RedisArgs, ServeArgs, Source};
+use crate::error::CliError;
+
+/// The environment variable naming the configuration file (when `--config` is not given).
+pub const CONFIG_ENV: &str = "PUBSUB_HUB_CONFIG";
+
+/// A resolved value and the layer it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setting<T> {
+    /// The value in force.
+    pub value: T,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// A type a setting can have: it is read from an environment variable's text, from the file
+/// (through serde), and printed back as a TOML value.
+pub trait Value: Sized + Clone + for<'de> Deserialize<'de> {
+    /// What a valid value looks like, for error messages.
+    const EXPECTED: &'static str;
+    /// Parses an environment variable's text.
+    fn parse_text(text: &str) -> Option<Self>;
+    /// The value as a TOML literal; `None` when it is unset.
+    fn to_toml(&self) -> Option<String>;
+}
+
+impl Value for String {
+    const EXPECTED: &'static str = "text";
+    fn parse_text(text: &str) -> Option<Self> {
+        Some(text.to_owned())
+    }
+    fn to_toml(&self) -> Option<String> {
+        Some(toml::Value::String(self.clone()).to_string())
+    }
+}
+
+impl Value for PathBuf {
+    const EXPECTED: &'static str = "a path";
+    fn parse_text(text: &str) -> Option<Self> {
+        Some(PathBuf::from(text))
+    }
+    fn to_toml(&self) -> Option<String> {
+        self.to_string_lossy().into_owned().to_toml()
+    }
+}
+
+impl Value for bool {
+    const EXPECTED: &'static str = "true or false";
+    fn parse_text(text: &str) -> Option<Self> {
+        match text {
+            "true" | "1" | "yes" | "on" => Some(true),
+            "false" | "0" | "no" | "off" => Some(false),
+            _ => None,
+        }
+    }
+    fn to_toml(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+macro_rules! integer_values {
+    ($($ty:ty => $expected:literal),*) => {$(
+        impl Value for $ty {
+            const EXPECTED: &'static str = $expected;
+            fn parse_text(text: &str) -> Option<Self> {
+                text.parse().ok()
+            }
+            fn to_toml(&self) -> Option<String> {
+                Some(self.to_string())
+            }
+        }
+    )*};
+}
+
+integer_values!(
+    u16 => "an integer from 0 to 65535",
+    u32 => "an integer from 0 to 4294967295",
+    usize => "a non-negative integer"
+);
+
+impl Value for LogFormat {
+    const EXPECTED: &'static str = "text or json";
+    fn parse_text(text: &str) -> Option<Self> {
+        match text {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+    fn to_toml(&self) -> Option<String> {
+        let name = match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        name.to_owned().to_toml()
+    }
+}
+
+/// A setting without a default: unset unless some layer sets it.
+impl<T: Value> Value for Option<T> {
+    const EXPECTED: &'static str = T::EXPECTED;
+    fn parse_text(text: &str) -> Option<Self> {
+        T::parse_text(text).map(Some)
+    }
+    fn to_toml(&self) -> Option<String> {
+        self.as_ref().and_then(T::to_toml)
+    }
+}
+
+/// How `--print-config` shows a value: as it is.
+fn plain<T: Value>(value: &T) -> Option<String> {
+    value.to_toml()
+}
+
+/// How `--print-config` shows a secret: `"***"` when set.
+fn secret(value: &Option<String>) -> Option<String> {
+    value.as_ref().map(|_| "\"***\"".to_owned())
+}
+
+/// How `--print-config` shows a Redis URL: with its password replaced by `***`.
+fn url(value: &Option<String>) -> Option<String> {
+    value
+        .as_ref()
+        .and_then(|u| crate::config::redact_url(u).to_toml())
+}
+
+/// The flags that can set a setting: the global ones and those of `serve` (all unset for
+/// the client commands, which refuse `serve`'s flags).
+#[derive(Debug, Clone, Copy)]
+pub struct Flags<'a> {
+    /// `--redis-url`, `--redis-host`, `--redis-port`, `--redis-ca-file`.
+    pub redis: &'a RedisArgs,
+    /// `serve`'s flags.
+    pub serve: &'a ServeArgs,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+}
+
+/// One layer of text values by name: the process environment, or a map in tests.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The table of settings. Each entry is
+/// `key: Type = default, env "VAR", flag |f| accessor, show how;`
+/// where the accessor reads the flag from [`Flags`] (`|_| None` for a setting without one)
+/// and `how` is [`plain`], [`secret`] or [`url`].
+macro_rules! settings {
+    ($(
+        $(#[doc = $sdoc:literal])*
+        [$section:ident] $Section:ident {
+            $(
+                $(#[doc = $doc:literal])*
+                $key:ident: $ty:ty = $default:expr, env $env:literal, flag $flag:expr, show $show:path;
+            )*
+        }
+    )*) => {
+        /// The shape of the configuration file: every key optional, unknown keys refused.
+        pub mod file {
+            #[allow(unused_imports)]
+            use super::*;
+
+            /// The whole file.
+            #[derive(Debug, Default, Deserialize)]
+            #[serde(deny_unknown_fields)]
+            pub struct FileConfig {
+                $(
+                    $(#[doc = $sdoc])*
+                    #[serde(default)]
+                    pub $section: $Section,
+                )*
+            }
+
+            $(
+                $(#[doc = $sdoc])*
+                #[derive(Debug, Default, Deserialize)]
+                #[serde(deny_unknown_fields)]
+                pub struct $Section {
+                    $(
+                        $(#[doc = $doc])*
+                        pub $key: Option<$ty>,
+                    )*
+                }
+            )*
+        }
+
+        $(
+            $(#[doc = $sdoc])*
+            #[derive(Debug, Clone, PartialEq, Eq)]
+            pub struct $Section {
+                $(
+                    $(#[doc = $doc])*
+                    pub $key: Setting<$ty>,
+                )*
+            }
+        )*
+
+        /// The effective configuration: every setting with its value and [`Source`].
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct Config {
+            /// The configuration file that was read, if any.
+            pub file: Option<PathBuf>,
+            $(
+                $(#[doc = $sdoc])*
+                pub $section: $Section,
+            )*
+        }
+
+        impl Config {
+            /// Applies the precedence order: `flags`, then `env`, then `file`, then the
+            /// defaults. An environment variable that does not parse is a usage error
+            /// naming the variable.
+            pub fn resolve(
+                flags: &Flags<'_>,
+                env: Env<'_>,
+                file: Option<(PathBuf, file::FileConfig)>,
+            ) -> Result<Config, CliError> {
+                let (path, file) = match file {
+                    Some((path, file)) => (Some(path), file),
+                    None => (None, file::FileConfig::default()),
+                };
+                Ok(Config {
+                    $(
+                        $section: $Section {
+                            $(
+                                $key: {
+                                    let flag: fn(&Flags<'_>) -> Option<$ty> = $flag;
+                                    let default: $ty = $default;
+                                    pick(flag(flags), $env, env, file.$section.$key, default)?
+                                },
+                            )*
+                        },
+                    )*
+                    file: path,
+                })
+            }
+
+            /// Every setting as `(section, key, env var, shown value, source)`, in table
+            /// order; the shown value is masked for secrets and `None` when unset.
+            pub fn entries(&self) -> Vec<Entry> {
+                vec![$($(
+                    Entry {
+                        section: stringify!($section),
+                        key: stringify!($key),
+                        env: $env,
+                        shown: $show(&self.$section.$key.value),
+                        source: self.$section.$key.source,
+                    },
+                )*)*]
+            }
+
+            /// The section names, in table order.
+            pub const SECTIONS: &'static [&'static str] = &[$(stringify!($section)),*];
+        }
+    };
+}
+
+settings! {
+    /// `[server]`: where the dashboard listens and who may use it.
+    [server] Server {
+        /// Address the dashboard binds to.
+        host: String = "127.0.0.1".into(), env "PUBSUB_HUB_HOST", flag |f| f.serve.host.clone(), show plain;
+        /// Port the dashboard binds to (0 picks a free one).
+        port: u16 = 8103, env "PUBSUB_HUB_PORT", flag |f| f.serve.port, show plain;
+        /// The access token every route but the health checks requires.
+        token: Option<String> = None, env "PUBSUB_HUB_TOKEN", flag |f| f.serve.token.clone().map(Some), show secret;
+        /// Serve beyond loopback without a token.
+        insecure_no_auth: bool = false, env "PUBSUB_HUB_INSECURE_NO_AUTH", flag |f| f.serve.insecure_no_auth.then_some(true), show plain;
+    }
+    /// `[redis]`: the Redis server.
+    [redis] Redis {
+        /// A full Redis URL; competes with host/port by layer, and wins within one.
+        url: Option<String> = None, env "REDIS_URL", flag |f| f.redis.redis_url.clone().map(Some), show url;
+        /// Redis host.
+        host: String = "localhost".into(), env "REDIS_HOST", flag |f| f.redis.redis_host.clone(), show plain;
+        /// Redis port.
+        port: u16 = 6379, env "REDIS_PORT", flag |f| f.redis.redis_port, show plain;
+        /// PEM file of the CA that signed the server's certificate (`rediss://` only).
+        ca_file: Option<PathBuf> = None, env "PUBSUB_HUB_REDIS_CA_FILE", flag |f| f.redis.redis_ca_file.clone().map(Some), show plain;
+        /// Start a private redis-server when nothing answers (`serve` only).
+        embedded_fallback: bool = true, env "PUBSUB_HUB_EMBEDDED_FALLBACK", flag |f| f.serve.no_embedded.then_some(false), show plain;
+    }
+    /// `[log]`: what is logged to stderr, and how.
+    [log] Log {
+        /// `text` (no colours unless stderr is a terminal) or `json` (one object per line).
+        format: LogFormat = LogFormat::Text, env "PUBSUB_HUB_LOG_FORMAT", flag |f| f.log_format, show plain;
+        /// A tracing filter (`warn`, `pubsub_hub=debug,info`); unset means the command's default.
+        filter: Option<String> = None, env "RUST_LOG", flag |_| None, show plain;
+    }
+    /// `[limits]`: the dashboard's input limits (`pubsub_hub_web::Limits`).
+    [limits] Limits {
+        /// Largest request body, in bytes.
+        max_body_bytes: usize = limits::DEFAULT_MAX_BODY_BYTES, env "PUBSUB_HUB_MAX_BODY_BYTES", flag |f| f.serve.max_body_bytes, show plain;
+        /// Largest published message, in bytes.
+        max_message_bytes: usize = limits::DEFAULT_MAX_MESSAGE_BYTES, env "PUBSUB_HUB_MAX_MESSAGE_BYTES", flag |f| f.serve.max_message_bytes, show plain;
+        /// Most subscribers (also the hub's cap).
+        max_subscriptions: usize = limits::DEFAULT_MAX_SUBSCRIPTIONS, env "PUBSUB_HUB_MAX_SUBSCRIPTIONS", flag |f| f.serve.max_subscriptions, show plain;
+        /// Most channels or patterns per subscriber.
+        max_targets_per_subscription: usize = limits::DEFAULT_MAX_TARGETS_PER_SUBSCRIPTION, env "PUBSUB_HUB_MAX_TARGETS_PER_SUBSCRIPTION", flag |_| None, show plain;
+        /// Longest subscriber name, in bytes.
+        max_name_bytes: usize = limits::DEFAULT_MAX_NAME_BYTES, env "PUBSUB_HUB_MAX_NAME_BYTES", flag |_| None, show plain;
+        /// Longest channel or pattern, in bytes.
+        max_target_bytes: usize = limits::DEFAULT_MAX_TARGET_BYTES, env "PUBSUB_HUB_MAX_TARGET_BYTES", flag |_| None, show plain;
+        /// Upper end of `POST /publish`'s `count` clamp (at least 1).
+        max_publish_count: u32 = limits::DEFAULT_MAX_PUBLISH_COUNT, env "PUBSUB_HUB_MAX_PUBLISH_COUNT", flag |_| None, show plain;
+    }
+    /// `[dashboard]`: how the dashboard's hub connects. Reserved: the dashboard settings
+    /// `mode` (dedicated | shared), `shared_connections` and `cluster_nodes` go here, one
+    /// line each, once `DashboardOptions` has them (and one line in
+    /// `commands::serve::options` to pass each on).
+    [dashboard] Dashboard {
+    }
+}
+
+/// One line of `--print-config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The file section.
+    pub section: &'static str,
+    /// The key within it.
+    pub key: &'static str,
+    /// The environment variable.
+    pub env: &'static str,
+    /// The TOML value as shown (secrets masked), or `None` when unset.
+    pub shown: Option<String>,
+    /// Where the value came from.
+    pub source: Source,
+}
+
+/// The highest layer that sets the value.
+fn pick<T: Value>(
+    flag: Option<T>,
+    var: &str,
+    env: Env<'_>,
+    file: Option<T>,
+    default: T,
+) -> Result<Setting<T>, CliError> {
+    if let Some(value) = flag {
+        return Ok(Setting {
+            value,
+            source: Source::Flag,
+        });
+    }
+    if let Some(text) = env(var).filter(|t| !t.is_empty()) {
+        // The value is not repeated: it may be a secret.
+        let value = T::parse_text(&text).ok_or_else(|| {
+            CliError::usage(format!(
+                "environment variable {var}: expected {}",
+                T::EXPECTED
+            ))
+        })?;
+        return Ok(Setting {
+            value,
+            source: Source::Env,
+        });
+    }
+    if let Some(value) = file {
+        return Ok(Setting {
+            value,
+            source: Source::File,
+        });
+    }
+    Ok(Setting {
+        value: default,
+        source: Source::Default,
+    })
+}
+
+/// Parses a configuration file's text. Errors are one line naming the key:
+/// `limits.max_message_bytes: invalid type: string "x", expected usize (line 7)`.
+pub fn parse_file(text: &str) -> Result<file::FileConfig, String> {
+    let line_of = |span: Option<std::ops::Range<usize>>| {
+        span.and_then(|s| text.get(..s.start))
+            .map(|before| format!(" (line {})", before.matches('\n').count() + 1))
+            .unwrap_or_default()
+    };
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| {
+        let key = e
+            .span()
+            .and_then(|s| key_at(text, s.start))
+            .map(|k| format!("{k}: "))
+            .unwrap_or_default();
+        let message = crate::error::one_line(e.message());
+        format!("{key}{message}{}", line_of(e.span()))
+    })?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = crate::error::one_line(inner.message());
+        let at = line_of(inner.span());
+        if path.is_empty() || path == "." {
+            format!("{message}{at}")
+        } else {
+            format!("{path}: {message}{at}")
+        }
+    })
+}
+
+/// For a syntax error at byte `at`: the `section.key` whose line it is on, when that line
+/// is a plain `key = ...` (the value itself is never repeated: it may be a secret).
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return None;
+    }
+    let section = text[..start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix('[')?.strip_suffix(']').map(str::trim)
+    });
+    Some(match section {
+        Some(section) => format!("{section}.{key}"),
+        None => key.to_owned(),
+    })
+}
+
+/// Reads and parses the file at `path`; errors name the file.
+pub fn read_file(path: &Path) -> Result<file::FileConfig, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("config {}: cannot read it: {e}", path.display())))?;
+    parse_file(&text).map_err(|e| CliError::usage(format!("config {}: {e}", path.display())))
+}
+
+impl Config {
+    /// Loads the configuration: the file named by `--config` (or `PUBSUB_HUB_CONFIG` in
+    /// `env`), then every setting by the precedence order, then checks the values.
+    pub fn load(
+        flags: &Flags<'_>,
+        config_flag: Option<&Path>,
+        env: Env<'_>,
+    ) -> Result<Config, CliError> {
+        let path = config_flag
+            .map(Path::to_path_buf)
+            .or_else(|| env(CONFIG_ENV).filter(|p| !p.is_empty()).map(PathBuf::from));
+        let file = match path {
+            Some(path) => {
+                let parsed = read_file(&path)?;
+                Some((path, parsed))
+            }
+            None => None,
+        };
+        let config = Config::resolve(flags, env, file)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks the values that have a valid type but are still unusable.
+    fn check(&self) -> Result<(), CliError> {
+        let count = &self.limits.max_publish_count;
+        if count.value == 0 {
+            return Err(self.invalid(
+                "limits",
+                "max_publish_count",
+                count.source,
+                "must be at least 1",
+            ));
+        }
+        if let Some(filter) = &self.log.filter.value
+            && let Err(e) = tracing_subscriber::EnvFilter::builder().parse(filter)
+        {
+            let source = self.log.filter.source;
+            return Err(self.invalid("log", "filter", source, &e.to_string()));
+        }
+        if let Some(token) = &self.server.token.value
+            && (token.trim().is_empty() || token.chars().any(char::is_control))
+        {
+            let source = self.server.token.source;
+            return Err(self.invalid("server", "token", source, "must be printable text"));
+        }
+        Ok(())
+    }
+
+    /// A usage error for `section.key`, naming where its value came from.
+    fn invalid(&self, section: &str, key: &str, source: Source, why: &str) -> CliError {
+        let env = self
+            .entries()
+            .into_iter()
+            .find(|e| e.section == section && e.key == key)
+            .map(|e| e.env)
+            .unwrap_or_default();
+        let origin = match source {
+            Source::Flag => format!("--{}", key.replace('_', "-")),
+            Source::Env => format!("environment variable {env}"),
+            Source::File => match &self.file {
+                Some(path) => format!("config {}: {section}.{key}", path.display()),
+                None => format!("{section}.{key}"),
+            },
+            Source::Default => format!("default {section}.{key}"),
+        };
+        CliError::usage(format!("{origin}: {why}"))
+    }
+
+    /// The Redis address settings, for [`crate::config::RedisTarget::resolve`].
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// The dashboard's [`pubsub_hub_web::Limits`].
+    pub fn web_limits(&self) -> pubsub_hub_web::Limits {
+        let l = &self.limits;
+        pubsub_hub_web::Limits {
+            max_body_bytes: l.max_body_bytes.value,
+            max_message_bytes: l.max_message_bytes.value,
+            max_subscriptions: l.max_subscriptions.value,
+            max_targets_per_subscription: l.max_targets_per_subscription.value,
+            max_name_bytes: l.max_name_bytes.value,
+            max_target_bytes: l.max_target_bytes.value,
+            max_publish_count: l.max_publish_count.value,
+        }
+    }
+
+    /// The effective configuration as TOML, each value followed by its source
+    /// (`# flag`, `# env VAR`, `# file`, `# default`); secrets are masked, unset values
+    /// are comments. The text parses back with [`parse_file`].
+    pub fn render(&self, redis_in_use: &str) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# pubsub-hub: the effective configuration (precedence: flag > env > file > default)\n",
+        );
+        match &self.file {
+            Some(path) => out.push_str(&format!("# config file: {}\n", path.display())),
+            None => out.push_str("# config file: none\n"),
+        }
+        out.push_str(&format!("# Redis in use: {redis_in_use}\n"));
+        let entries = self.entries();
+        for section in Self::SECTIONS {
+            out.push_str(&format!("\n[{section}]\n"));
+            let mut any = false;
+            for e in entries.iter().filter(|e| e.section == *section) {
+                any = true;
+                let source = match e.source {
+                    Source::Env => format!("env {}", e.env),
+                    other => other.as_str().to_owned(),
+                };
+                match &e.shown {
+                    Some(value) => out.push_str(&format!("{} = {value}  # {source}\n", e.key)),
+                    None => out.push_str(&format!("# {} is not set  # {source}\n", e.key)),
+                }
+            }
+            if !any {
+                out.push_str("# (no settings yet)\n");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn flags_none() -> (RedisArgs, ServeArgs) {
+        (RedisArgs::default(), ServeArgs::default())
+    }
+
+    fn load(
+        serve: &ServeArgs,
+        env: &[(&str, &str)],
+        file: Option<&str>,
+    ) -> Result<Config, CliError> {
+        let redis = RedisArgs::default();
+        let flags = Flags {
+            redis: &redis,
+            serve,
+            log_format: None,
+        };
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| env.get(k).cloned();
+        let file = file.map(|t| (PathBuf::from("/x.toml"), parse_file(t).unwrap()));
+        let config = Config::resolve(&flags, &lookup, file)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn every_layer_in_order() {
+        let file = "[server]\nport = 1\n[limits]\nmax_message_bytes = 10\n";
+        let (_, none) = flags_none();
+        let c = load(&none, &[], Some(file)).unwrap();
+        assert_eq!(
+            c.server.port,
+            Setting {
+                value: 1,
+                source: Source::File
+            }
+        );
+        assert_eq!(c.server.host.source, Source::Default);
+        assert_eq!(c.web_limits().max_message_bytes, 10);
+
+        let c = load(&none, &[("PUBSUB_HUB_PORT", "2")], Some(file)).unwrap();
+        assert_eq!(
+            c.server.port,
+            Setting {
+                value: 2,
+                source: Source::Env
+            }
+        );
+
+        let flag = ServeArgs {
+            port: Some(3),
+            ..ServeArgs::default()
+        };
+        let c = load(&flag, &[("PUBSUB_HUB_PORT", "2")], Some(file)).unwrap();
+        assert_eq!(
+            c.server.port,
+            Setting {
+                value: 3,
+                source: Source::Flag
+            }
+        );
+
+        // An empty variable is unset.
+        let c = load(&none, &[("PUBSUB_HUB_PORT", "")], Some(file)).unwrap();
+        assert_eq!(c.server.port.source, Source::File);
+    }
+
+    #[test]
+    fn env_errors_name_the_variable_and_hide_the_value() {
+        let (_, none) = flags_none();
+        let e = load(&none, &[("REDIS_PORT", "abc")], None).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "environment variable REDIS_PORT: expected an integer from 0 to 65535"
+        );
+        let e = load(&none, &[("PUBSUB_HUB_INSECURE_NO_AUTH", "maybe")], None).unwrap_err();
+        assert!(e.message().contains("PUBSUB_HUB_INSECURE_NO_AUTH"), "{e}");
+    }
+
+    #[test]
+    fn file_errors_are_one_line_naming_the_key() {
+        let e = parse_file("[limits]\nmax_message_bytes = \"big\"\n").unwrap_err();
+        assert!(
+            e.starts_with("limits.max_message_bytes: invalid type"),
+            "{e}"
+        );
+        assert!(e.ends_with("(line 2)"), "{e}");
+        let e = parse_file("[server]\nprot = 1\n").unwrap_err();
+        assert!(e.contains("prot"), "{e}");
+        let e = parse_file("[nosuch]\n").unwrap_err();
+        assert!(e.contains("nosuch"), "{e}");
+        let e = parse_file("[server\nport = 1").unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
+        let e = parse_file("[server]\nport = 1\ntoken = s3cret\n").unwrap_err();
+        assert!(e.starts_with("server.token: "), "{e}");
+        assert!(e.ends_with("(line 3)") && !e.contains("s3cret"), "{e}");
+        let e = parse_file("[redis]\nport = 70000\n").unwrap_err();
+        assert!(e.starts_with("redis.port: "), "{e}");
+    }
+
+    #[test]
+    fn unusable_values_are_refused_naming_the_key() {
+        let (_, none) = flags_none();
+        let e = load(&none, &[], Some("[limits]\nmax_publish_count = 0\n")).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "config /x.toml: limits.max_publish_count: must be at least 1"
+        );
+        let e = load(&none, &[("RUST_LOG", "a=b=c")], None).unwrap_err();
+        assert!(
+            e.message().starts_with("environment variable RUST_LOG: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_printout_masks_secrets_and_parses_back() {
+        let (_, none) = flags_none();
+        let c = load(
+            &none,
+            &[("PUBSUB_HUB_TOKEN", "tok-s3cret")],
+            Some("[redis]\nurl = \"redis://u:pw-s3cret@h:1/\"\n"),
+        )
+        .unwrap();
+        let text = c.render("h:1");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("token = \"***\"  # env PUBSUB_HUB_TOKEN"),
+            "{text}"
+        );
+        assert!(
+            text.contains("url = \"redis://u:***@h:1/\"  # file"),
+            "{text}"
+        );
+        assert!(text.contains("port = 8103  # default"), "{text}");
+        assert!(text.contains("# ca_file is not set  # default"), "{text}");
+        parse_file(&text).expect("the printout is a valid configuration file");
+    }
+
+    /// The `--help` texts state defaults by hand (`[env X; file s.k; default D]`): they
+    /// must be the table's.
+    #[test]
+    fn help_texts_state_the_table_defaults() {
+        use clap::CommandFactory;
+        let (_, none) = flags_none();
+        let defaults = load(&none, &[], None).unwrap().entries();
+        let mut checked = 0;
+        let command = crate::Cli::command();
+        for arg in command.get_arguments() {
+            let help = arg
+                .get_long_help()
+                .or(arg.get_help())
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            for e in &defaults {
+                let Some(at) = help.find(&format!("file {}.{};", e.section, e.key)) else {
+                    continue;
+                };
+                assert!(help.contains(&format!("env {}", e.env)), "{help}");
+                let bracket = help[at..].split(']').next().unwrap();
+                if let Some((_, stated)) = bracket.split_once("default ") {
+                    let actual = e.shown.clone().unwrap();
+                    assert_eq!(stated, actual.trim_matches('"'), "{}.{}", e.section, e.key);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 7, "only {checked} defaults found in the help");
+    }
+
+    #[test]
+    fn the_readme_sample_loads() {
+        let readme = include_str!("../../../README.md");
+        let operations = readme
+            .split_once("## Operations")
+            .expect("an Operations section")
+            .1;
+        let sample = operations
+            .split_once("```toml\n")
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .expect("a TOML sample")
+            .0;
+        let file = parse_file(sample).expect("the README's sample is a valid configuration");
+        assert!(
+            file.limits.max_publish_count.is_some(),
+            "it lists the limits"
+        );
+    }
+
+    #[test]
+    fn the_example_file_in_contrib_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/pubsub-hub.toml");
+        let file = read_file(&path).expect("contrib/pubsub-hub.toml is a valid configuration");
+        assert!(
+            file.server.host.is_some(),
+            "the example sets the listen address"
+        );
+    }
+}
