@@ -688,12 +688,37 @@ fn serve_prints_the_startup_lines_and_stops_on_sigterm() {
         "Seeded 3 default subscription(s)"
     );
     server.wait_numsub("orders:new", 1, WAIT);
+    assert!(ours(&server) >= 4, "the publisher and three subscribers");
+    // An open push stream must not hold the shutdown up.
+    let mut events = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+    events.set_read_timeout(Some(WAIT)).unwrap();
+    events
+        .write_all(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 512];
+    let n = std::io::Read::read(&mut events, &mut first).unwrap();
+    let head = String::from_utf8_lossy(&first[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
     let start = Instant::now();
     serve.signal("TERM");
     assert_eq!(serve.wait(Duration::from_secs(2)), Some(0));
     assert!(start.elapsed() < Duration::from_secs(2));
     server.wait_numsub("orders:new", 0, WAIT);
+    server.wait_until(
+        WAIT,
+        "none of our connections is left in CLIENT LIST",
+        || ours(&server) == 0,
+    );
+}
+
+/// Connections in `server`'s CLIENT LIST that are not the test kit's own.
+fn ours(server: &RedisServer) -> usize {
+    server
+        .client_list()
+        .iter()
+        .filter(|c| c.name != pubsub_hub_testkit::ADMIN_CLIENT_NAME)
+        .count()
 }
 
 #[test]
