@@ -477,11 +477,13 @@ impl LinkTask {
                     .map(String::as_str)
                     .collect();
                 let mut outcome = Ok(());
+                let mut subscribed = 0;
                 for chunk in new.chunks(SUBSCRIBE_CHUNK) {
                     outcome = subscribe_on(sink, kind, chunk, self.config.command_timeout).await;
                     if outcome.is_err() {
                         break;
                     }
+                    subscribed += chunk.len();
                 }
                 match outcome {
                     Ok(()) => {
@@ -502,12 +504,21 @@ impl LinkTask {
                         let text = e.to_string();
                         let _ = reply.send(Err(e));
                         // A refused command (e.g. an ACL error) leaves the connection usable;
-                        // a time-out or I/O error does not.
+                        // a time-out or I/O error does not. On a usable connection, the
+                        // chunks Redis took before the refusal are given back, so nothing
+                        // stays subscribed without a route (a lost connection takes them
+                        // with it, and only routes are resubscribed).
                         if lost {
-                            Flow::Lost(text)
-                        } else {
-                            Flow::Continue
+                            return Flow::Lost(text);
                         }
+                        for chunk in new[..subscribed].chunks(SUBSCRIBE_CHUNK) {
+                            if let Err(e) =
+                                unsubscribe_on(sink, kind, chunk, self.config.command_timeout).await
+                            {
+                                return Flow::Lost(e.to_string());
+                            }
+                        }
+                        Flow::Continue
                     }
                 }
             }

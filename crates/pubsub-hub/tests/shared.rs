@@ -175,3 +175,37 @@ async fn a_subscription_on_several_links_sees_one_gap() {
     assert_eq!(hub.local_stats().reconnects_total, 1);
     hub.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_subscribe_leaves_no_channel_behind_on_a_shared_link() {
+    let server = RedisServer::start();
+    server.cmd(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">pw",
+        "~*",
+        "&allowed:*",
+        "+@all",
+    ]);
+    let url = format!("redis://app:pw@127.0.0.1:{}/", server.port());
+    let hub = pubsub_hub::PubSubHub::with_config(redis::Client::open(url).unwrap(), shared(1))
+        .await
+        .unwrap();
+    let _keeper = hub
+        .subscribe("keeper", vec!["allowed:keep".into()])
+        .await
+        .unwrap();
+    // More targets than one SUBSCRIBE carries: the first command is taken, a later one is
+    // refused for the channel the ACL forbids.
+    let mut targets: Vec<String> = (0..600).map(|i| format!("allowed:{i}")).collect();
+    targets.push("denied:x".into());
+    let err = hub.subscribe("greedy", targets).await.unwrap_err();
+    assert!(err.to_string().contains("no permissions"), "{err}");
+    assert!(hub.get_subscription("greedy").is_none());
+    let channels = hub.active_channels("*").await.unwrap();
+    assert_eq!(channels, vec!["allowed:keep".to_string()]);
+    assert_eq!(server.numsub("allowed:0"), 0);
+    hub.shutdown().await;
+}
