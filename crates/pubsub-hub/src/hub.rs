@@ -76,6 +76,9 @@ pub struct Stats {
     pub published_total: u64,
     /// Sum of the receiver counts Redis returned for those calls. In a cluster Redis counts
     /// only the subscribers of the node that took the command, so this is a lower bound.
+    /// In shared mode Redis counts connections, not subscriptions: one shared connection
+    /// serving ten local subscribers of a channel counts once here and ten times in
+    /// `received_total`.
     pub delivered_total: u64,
     /// Messages received by this hub's subscriptions (one per subscription per message),
     /// including subscriptions since removed.

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{WAIT, client_count, eventually, hub, hub_with, next_event, next_message};
@@ -399,23 +400,34 @@ async fn handler_runs_off_the_reader_task() {
     let hub = hub(&server).await;
     let sub = hub.subscribe("h", strings(&["h"])).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let handle = sub.spawn_handler(move |event| {
-        let tx = tx.clone();
-        async move {
-            if let Event::Message(m) = event {
-                // Slow work here must not stop delivery to the ring buffer.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let _ = tx.send(m.payload.json().clone());
+    // The handler is stuck on its first message until the test lets it go.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let handle = sub.spawn_handler({
+        let gate = Arc::clone(&gate);
+        move |event| {
+            let (tx, gate) = (tx.clone(), Arc::clone(&gate));
+            async move {
+                if let Event::Message(m) = event {
+                    let _permit = gate.acquire().await;
+                    let _ = tx.send(m.payload.json().clone());
+                }
             }
         }
     });
     for i in 0..5 {
         hub.publish("h", &json!(i)).await.unwrap();
     }
-    eventually("ring buffer filled fast", || async {
+    // All five reach the subscription while the handler is still stuck on the first.
+    eventually("received while the handler is blocked", || async {
         sub.received_total() == 5
     })
     .await;
+    assert_eq!(sub.messages(None).len(), 5);
+    assert!(
+        rx.try_recv().is_err(),
+        "the handler has not finished anything yet"
+    );
+    gate.add_permits(5);
     for i in 0..5 {
         let got = tokio::time::timeout(WAIT, rx.recv())
             .await

@@ -107,6 +107,12 @@ async fn subscribers_recover_after_a_restart_and_report_the_gap() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(delivered, 2);
+    // So do the introspection calls.
+    assert_eq!(
+        hub.active_channels("*").await.unwrap(),
+        strings(&["orders:new"])
+    );
+    assert_eq!(hub.pattern_subscriber_count().await.unwrap(), 1);
     let m = next_message(&mut events).await;
     assert_eq!(m.payload, json!({"after": "restart"}));
     eventually("pattern received", || async {
