@@ -3,7 +3,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::{WAIT, client_count, eventually, hub, hub_with, next_event, next_message};
 use pubsub_hub::{Event, HubConfig, PayloadEncoding, SubscriptionStatus};
