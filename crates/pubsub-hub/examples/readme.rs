@@ -33,6 +33,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 
     // PUBLISH returns how many subscribers Redis delivered to.
     let delivered = hub.publish("orders:new", &json!({"order_id": 42})).await?;
+    println!("delivered to {delivered} subscriber(s)");
     hub.publish_bytes("blobs", &[0xff, 0x00, 0x80]).await?; // any bytes, kept exactly
 
     // The guide's inspection API is all there.
