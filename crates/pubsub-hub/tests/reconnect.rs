@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{WAIT, eventually, hub, next_event, next_message};
+use common::{WAIT, acl_hub, eventually, hub, next_event, next_message};
 use pubsub_hub::{Event, SubscriptionStatus};
 use pubsub_hub_testkit::RedisServer;
 use serde_json::json;
@@ -213,22 +213,7 @@ async fn subscribe_unsubscribe_and_shutdown_stay_bounded_while_redis_is_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_recovers_after_a_refused_reconnect() {
     let server = RedisServer::start();
-    server.cmd(&[
-        "ACL",
-        "SETUSER",
-        "app",
-        "on",
-        ">old-pass",
-        "~*",
-        "&*",
-        "+@all",
-    ]);
-    let url = format!("redis://app:old-pass@127.0.0.1:{}/", server.port());
-    let config = pubsub_hub::HubConfig::default()
-        .with_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(300));
-    let hub = pubsub_hub::PubSubHub::with_config(redis::Client::open(url).unwrap(), config)
-        .await
-        .unwrap();
+    let hub = acl_hub(&server, "old-pass", "&*", pubsub_hub::HubConfig::default()).await;
     let sub = hub.subscribe("s", strings(&["ch"])).await.unwrap();
     assert_eq!(hub.publish("ch", &json!(1)).await.unwrap(), 1);
 

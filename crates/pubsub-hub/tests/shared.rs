@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::{WAIT, client_count, eventually, hub_with, next_event, next_message};
+use common::{WAIT, acl_hub, client_count, eventually, hub_with, next_event, next_message};
 use pubsub_hub::{ConnectionMode, Event, HubConfig};
 use pubsub_hub_testkit::RedisServer;
 use serde_json::json;
@@ -179,20 +179,7 @@ async fn a_subscription_on_several_links_sees_one_gap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_subscribe_leaves_no_channel_behind_on_a_shared_link() {
     let server = RedisServer::start();
-    server.cmd(&[
-        "ACL",
-        "SETUSER",
-        "app",
-        "on",
-        ">pw",
-        "~*",
-        "&allowed:*",
-        "+@all",
-    ]);
-    let url = format!("redis://app:pw@127.0.0.1:{}/", server.port());
-    let hub = pubsub_hub::PubSubHub::with_config(redis::Client::open(url).unwrap(), shared(1))
-        .await
-        .unwrap();
+    let hub = acl_hub(&server, "pw", "&allowed:*", shared(1)).await;
     let _keeper = hub
         .subscribe("keeper", vec!["allowed:keep".into()])
         .await

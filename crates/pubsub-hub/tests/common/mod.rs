@@ -25,6 +25,34 @@ pub async fn hub_with(server: &RedisServer, config: HubConfig) -> PubSubHub {
         .expect("hub connects to the private server")
 }
 
+/// A hub on `server` that logs in as ACL user `app` with `password`, allowed the channels
+/// `channel_rule` (`&*` for all), with `config` plus test-friendly timings.
+pub async fn acl_hub(
+    server: &RedisServer,
+    password: &str,
+    channel_rule: &str,
+    config: HubConfig,
+) -> PubSubHub {
+    let pass = format!(">{password}");
+    server.cmd(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        &pass,
+        "~*",
+        channel_rule,
+        "+@all",
+    ]);
+    let url = format!("redis://app:{password}@127.0.0.1:{}/", server.port());
+    let config = config
+        .with_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(300))
+        .with_ping_interval(Duration::from_millis(500));
+    PubSubHub::with_config(redis::Client::open(url).expect("a loopback URL"), config)
+        .await
+        .expect("hub connects as the ACL user")
+}
+
 /// A hub on `cluster` (seeded with every node) with `config` plus test-friendly timings.
 pub async fn cluster_hub(cluster: &RedisCluster, config: HubConfig) -> PubSubHub {
     let config = config
