@@ -224,6 +224,12 @@ where
             .map_err(|e| {
                 if is_length_limit(&e) {
                     too_large()
+                } else if is_body_timeout(&e) {
+                    ApiError::BodyTimeout(format!(
+                        "the request body stopped arriving: nothing came for {} ms (the limit \
+                         body_read_timeout)",
+                        app.limits.body_read_timeout.as_millis()
+                    ))
                 } else {
                     ApiError::bad_request("the request body could not be read")
                 }
@@ -251,6 +257,18 @@ fn is_form_content_type(value: &HeaderValue) -> bool {
     };
     let essence = text.split(';').next().unwrap_or_default().trim();
     essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+}
+
+/// True when reading the body failed because no byte came within the body timeout.
+fn is_body_timeout(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// True when reading the body failed because it is longer than the limit.

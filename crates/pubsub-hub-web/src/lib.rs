@@ -50,6 +50,8 @@
 //!   extractor whose rejections use the same `{"error": ...}` body.
 //! - [`assets`]: the page (`index.html`, `app.js`, `style.css`, `favicon.svg`), embedded with
 //!   `include_str!`.
+//! - [`http`]: the HTTP/1.1 server under the router: accept loop, connection cap, request
+//!   head and body timeouts, graceful shutdown.
 //! - [`embedded`]: [`EmbeddedRedis`], the private throwaway `redis-server` started when
 //!   nothing answers at the configured address.
 //! - [`server`]: [`DashboardOptions`], [`Dashboard`], [`run_dashboard`], [`serve`],
@@ -63,6 +65,7 @@ pub mod error;
 pub mod form;
 pub mod gaps;
 pub mod health;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

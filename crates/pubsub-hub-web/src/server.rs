@@ -5,7 +5,7 @@
 //! the Redis connection with the embedded fallback, the seeding and the start-up lines.
 
 use std::fmt;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use redis::ConnectionAddr;
 use tokio::net::TcpListener;
 
 use crate::access::{AccessControl, validate_token};
-use crate::app::{AppState, router};
+use crate::app::AppState;
 use crate::embedded::{EmbeddedError, EmbeddedRedis};
 use crate::limits::Limits;
 
@@ -34,9 +34,7 @@ pub const DASHBOARD_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// one `/state` answer's size bounded.
 pub const DASHBOARD_MAX_SUBSCRIPTIONS: usize = crate::limits::DEFAULT_MAX_SUBSCRIPTIONS;
 
-/// After the shutdown signal, how long open requests get to finish before the server stops
-/// anyway (streams end at once; this only bounds a request stuck on a stalled Redis).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+pub use crate::http::SHUTDOWN_GRACE;
 
 /// How long the start-up check waits for a TCP answer from the configured Redis.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -464,34 +462,18 @@ pub async fn serve(
     serve_with_state(listener, AppState::new(hub), shutdown).await
 }
 
-/// [`serve`] with a prepared [`AppState`] (custom settings). Cancels `state.shutdown` when
-/// `shutdown` resolves, which ends every `/events` stream; then waits up to
-/// [`SHUTDOWN_GRACE`] for requests in flight.
+/// [`serve`] with a prepared [`AppState`] (custom settings and limits). Cancels
+/// `state.shutdown` when `shutdown` resolves, which ends every `/events` stream; then waits
+/// up to [`SHUTDOWN_GRACE`] for requests in flight.
+///
+/// Applies the connection bounds of `state.limits` (see [`crate::http`]): request head and
+/// body timeouts, and at most `max_connections` connections at once.
 pub async fn serve_with_state(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let token = state.shutdown.clone();
-    let signalled = token.clone();
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            signalled.cancel();
-        })
-        .into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result,
-        _ = async {
-            token.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still open after the grace period; stopping anyway");
-            Ok(())
-        }
-    }
+    crate::http::serve_bounded(listener, state, shutdown).await
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -724,6 +706,27 @@ mod tests {
         assert_eq!(mask_password("redis://s3cret@host/"), "redis://***@host/");
         assert_eq!(mask_password("redis://host:6379/"), "redis://host:6379/");
         assert_eq!(mask_password("not a url"), "not a url");
+    }
+
+    #[test]
+    fn debug_masks_passwords_in_cluster_nodes_too() {
+        let opts = DashboardOptions {
+            redis_url: Some("redis://u:url-secret@h:1/".into()),
+            token: Some("token-secret".into()),
+            cluster_nodes: vec![
+                "redis://:node-secret@10.0.0.1:7000/".into(),
+                "redis://10.0.0.2:7001/".into(),
+            ],
+            mode: ConnectionMode::Shared { connections: 4 },
+            ..DashboardOptions::default()
+        };
+        let text = format!("{opts:?}");
+        for secret in ["url-secret", "token-secret", "node-secret"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("redis://:***@10.0.0.1:7000/"), "{text}");
+        assert!(text.contains("redis://10.0.0.2:7001/"), "{text}");
+        assert!(text.contains("Shared { connections: 4 }"), "{text}");
     }
 
     #[test]
