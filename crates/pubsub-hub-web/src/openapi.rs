@@ -489,7 +489,10 @@ pub struct UnsubscribeReply {
                        `/subscribe`, `/unsubscribe`, `/reset`), kept exactly, plus live push \
                        (`/events`) and operations routes (`/healthz`, `/readyz`, `/metrics`, \
                        `/openapi.json`). Every error is `{\"error\": \"...\"}`: 4xx for bad \
-                       input, 5xx for a failure on the Redis side.",
+                       input, 5xx for a failure on the Redis side. Additive to the contract: \
+                       sharded pub/sub (`kind=shard`), the connection mode and the shard view \
+                       in `/state`. Any route may answer 503 when the server already holds \
+                       `max_connections` connections.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     paths(
