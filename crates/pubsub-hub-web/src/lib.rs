@@ -25,7 +25,10 @@
 //!   than one.
 //! - Every answer's size is bounded: at most [`MAX_MESSAGES_PER_SUBSCRIPTION`] messages per
 //!   subscriber, and payloads longer than [`DEFAULT_PAYLOAD_DISPLAY_BYTES`] are cut and marked
-//!   `"truncated": true`.
+//!   `"truncated": true`; the server-wide channel lists (`active_channels`, `shard_channels`)
+//!   are cut at [`Limits::max_listed_channels`] and marked.
+//! - Each connection is bounded in time and number ([`http`]): request head and body
+//!   timeouts, at most [`Limits::max_connections`] at once.
 //!
 //! # Layout
 //! - [`app`]: [`AppState`] (the hub and the [`DashboardSettings`]), [`router`] (the route
