@@ -18,8 +18,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Largest `message` of `POST /publish`, in bytes after trimming (64 KiB). Each publish is
 /// also kept in up to every matching subscriber's ring buffer, so this bounds memory too.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// Most subscribers the dashboard holds (256); keeps one `/state` answer's size bounded and
-/// the number of Redis connections (one per subscriber) modest.
+/// Most subscribers the dashboard holds (256); keeps one `/state` answer's size bounded and,
+/// in the default dedicated mode (one Redis connection per subscriber), the number of Redis
+/// connections modest.
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 256;
 /// Most channels or patterns one subscriber may list (32).
 pub const DEFAULT_MAX_TARGETS_PER_SUBSCRIPTION: usize = 32;

@@ -146,8 +146,10 @@ pub enum DashboardError {
         /// `host:port` as configured.
         addr: String,
         /// Why there is no private server: `NotInstalled`, or `None` when the fallback
-        /// is switched off.
+        /// is switched off (always `None` for a cluster).
         fallback: Option<EmbeddedError>,
+        /// True when `addr` lists the seed nodes of a cluster, none of which answered.
+        cluster: bool,
     },
     /// Something answers at the address but the hub cannot use it (not Redis, auth, ...).
     Redis {
@@ -182,7 +184,16 @@ impl fmt::Display for DashboardError {
             DashboardError::InvalidRedisUrl { url, reason } => {
                 write!(f, "invalid Redis URL {url}: {reason}")
             }
-            DashboardError::RedisUnreachable { addr, fallback } => match fallback {
+            DashboardError::RedisUnreachable {
+                addr,
+                cluster: true,
+                ..
+            } => write!(
+                f,
+                "cannot reach any of the Redis Cluster nodes {addr}: start the cluster or give \
+                 the addresses of nodes that run"
+            ),
+            DashboardError::RedisUnreachable { addr, fallback, .. } => match fallback {
                 None => write!(
                     f,
                     "cannot reach Redis at {addr}: start Redis there or pass --redis-host/--redis-port"
@@ -537,8 +548,9 @@ async fn connect_cluster(
     let probes = futures_util::future::join_all(seeds.addrs.iter().map(answers)).await;
     if !probes.into_iter().any(|up| up) {
         return Err(DashboardError::RedisUnreachable {
-            addr: format!("any of the cluster nodes {}", seeds.display),
+            addr: seeds.display.clone(),
             fallback: None,
+            cluster: true,
         });
     }
     PubSubHub::cluster(nodes.to_vec(), config)
@@ -564,6 +576,7 @@ async fn connect_single(
         return Err(DashboardError::RedisUnreachable {
             addr: configured,
             fallback: None,
+            cluster: false,
         });
     } else {
         let server = tokio::task::spawn_blocking(EmbeddedRedis::start)
@@ -572,6 +585,7 @@ async fn connect_single(
             .map_err(|e| DashboardError::RedisUnreachable {
                 addr: configured.clone(),
                 fallback: Some(e),
+                cluster: false,
             })?;
         notes.push(format!(
             "No Redis answered at {configured}, so a private throwaway redis-server was \
@@ -745,6 +759,7 @@ mod tests {
         let e = DashboardError::RedisUnreachable {
             addr: "localhost:6379".into(),
             fallback: Some(EmbeddedError::NotInstalled),
+            cluster: false,
         };
         let text = e.to_string();
         assert_eq!(

@@ -360,8 +360,8 @@ async fn cluster_options_are_checked_and_no_fallback_is_improvised() {
     assert_eq!(
         err,
         format!(
-            "cannot reach Redis at any of the cluster nodes 127.0.0.1:{dead_port}: start Redis \
-             there or pass --redis-host/--redis-port"
+            "cannot reach any of the Redis Cluster nodes 127.0.0.1:{dead_port}: start the \
+             cluster or give the addresses of nodes that run"
         )
     );
     let err = Server::start(DashboardOptions {
