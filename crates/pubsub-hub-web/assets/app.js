@@ -190,8 +190,9 @@
     const head = el('header', 'card-head');
     const titles = el('div', 'card-titles');
     const title = el('h3', 'card-title', name);
+    const kind = el('span', 'kind');
     const targets = el('div', 'chips');
-    titles.append(title, targets);
+    titles.append(title, kind, targets);
     const badge = el('span', 'badge');
     head.append(titles, badge);
 
@@ -220,7 +221,7 @@
     foot.append(unsubscribe);
 
     root.append(head, counters, list, empty, foot);
-    return { root, targets, badge, received, dropped, reconnects, list, empty, key: '' };
+    return { root, kind, targets, badge, received, dropped, reconnects, list, empty, key: '' };
   }
 
   function counter(label) {
@@ -230,14 +231,19 @@
     return { root, value };
   }
 
+  const SUBSCRIBE_COMMANDS = { channel: 'SUBSCRIBE', pattern: 'PSUBSCRIBE', shard: 'SSUBSCRIBE' };
+
   function updateCard(card, sub) {
-    const kind = sub.is_pattern ? 'pattern' : 'channel';
+    // `kind` is additive; a server without it knows only channels and patterns.
+    const kind = SUBSCRIBE_COMMANDS[sub.kind] ? sub.kind : (sub.is_pattern ? 'pattern' : 'channel');
     const targetsKey = `${kind}|${sub.targets.join('\u0000')}`;
     if (card.targetsKey !== targetsKey) {
       card.targetsKey = targetsKey;
+      card.kind.textContent = kind;
+      card.kind.className = `kind kind-${kind}`;
       card.targets.replaceChildren(...sub.targets.map((t) => {
         const chip = el('span', `chip chip-${kind}`, t);
-        chip.title = sub.is_pattern ? `PSUBSCRIBE ${t}` : `SUBSCRIBE ${t}`;
+        chip.title = `${SUBSCRIBE_COMMANDS[kind]} ${t}`;
         return chip;
       }));
     }
@@ -317,15 +323,44 @@
     $('numpat').textContent = state.redis && state.redis.available === false
       ? '–' : number.format(stats.pattern_subscriptions || 0);
 
-    const channels = state.active_channels || [];
-    const chips = channels.map((c) => el('span', 'chip chip-channel', c));
-    if (!chips.length) chips.push(el('span', 'muted', 'none'));
-    $('active-channels').replaceChildren(...chips);
+    renderMode(state.mode);
+    renderChannels('active-channels', 'chip-channel', state.active_channels,
+      state.active_channels_truncated, state.active_channels_total);
+    renderCounts('numsub', state.numsub, 'no exact-channel subscribers');
+    renderChannels('shard-channels', 'chip-shard', state.shard_channels,
+      state.shard_channels_truncated, state.shard_channels_total);
+    renderCounts('shard-numsub', state.shard_numsub, 'no shard subscribers');
+  }
 
-    const numsub = Object.entries(state.numsub || {});
-    $('numsub').replaceChildren(...(numsub.length
-      ? numsub.map(([channel, n]) => row(channel, number.format(n)))
-      : [emptyRow('no exact-channel subscribers')]));
+  function renderMode(mode) {
+    $('mode').hidden = !mode;
+    if (!mode) return;
+    let name = mode.name === 'shared'
+      ? `shared · ${number.format(mode.shared_connections)} conn.`
+      : 'dedicated';
+    if (mode.cluster) name += ' · cluster';
+    $('mode-name').textContent = name;
+    $('mode-name').title = `${number.format(mode.subscriber_connections)} subscriber connection(s) to Redis now`;
+    $('mode-explanation').textContent = mode.numsub_explanation || '';
+  }
+
+  /** A server-wide channel list, with a note when the server cut it. */
+  function renderChannels(id, chipClass, names, truncated, total) {
+    const chips = (names || []).map((c) => el('span', `chip ${chipClass}`, c));
+    if (!chips.length) chips.push(el('span', 'muted', 'none'));
+    $(id).replaceChildren(...chips);
+    const cut = $(`${id}-cut`);
+    cut.hidden = !truncated;
+    cut.textContent = truncated
+      ? `showing ${number.format(names.length)} of ${number.format(total)} (the list is cut at max_listed_channels)`
+      : '';
+  }
+
+  function renderCounts(id, counts, emptyText) {
+    const entries = Object.entries(counts || {});
+    $(id).replaceChildren(...(entries.length
+      ? entries.map(([channel, n]) => row(channel, number.format(n)))
+      : [emptyRow(emptyText)]));
   }
 
   const STAT_LABELS = [
@@ -380,8 +415,9 @@
         const body = await post('/publish', data);
         render(body.state);
         const total = body.delivered.reduce((a, b) => a + b, 0);
+        const command = body.kind === 'shard' ? 'SPUBLISH' : 'PUBLISH';
         $('publish-result').textContent =
-          `Published ${body.publishes}\u00d7 to ${body.channel}: Redis delivered to ${total} subscriber connection(s) in total.`;
+          `Published ${body.publishes}\u00d7 to ${body.channel}: Redis delivered to ${total} subscriber connection(s) in total (${command}).`;
       });
     });
 

@@ -50,10 +50,19 @@ pub struct DashboardSettings {
     /// answers with the local part and `"redis": {"available": false}`; below the hub's
     /// command timeout so that `/state` answers within a second when Redis is stalled.
     pub state_timeout: Duration,
+    /// How long `/subscribe`, `/unsubscribe` and `/reset` wait for an earlier change to
+    /// finish ([`DEFAULT_WRITE_WAIT`]) before answering 503 (busy). Changes are serialized,
+    /// and one stuck on a stalled Redis holds the others for up to the command timeout:
+    /// without this bound eight queued changes answered after up to eight seconds.
+    pub write_wait: Duration,
 }
 
 /// Default of [`DashboardSettings::state_timeout`].
 pub const DEFAULT_STATE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Default of [`DashboardSettings::write_wait`]: half the hub's command timeout, so that a
+/// change answers within about 1.5 s even behind one stuck on a stalled Redis.
+pub const DEFAULT_WRITE_WAIT: Duration = Duration::from_millis(500);
 
 impl Default for DashboardSettings {
     fn default() -> Self {
@@ -63,6 +72,7 @@ impl Default for DashboardSettings {
             push_interval: Duration::from_millis(100),
             keep_alive: Duration::from_secs(15),
             state_timeout: DEFAULT_STATE_TIMEOUT,
+            write_wait: DEFAULT_WRITE_WAIT,
         }
     }
 }
@@ -83,6 +93,12 @@ impl DashboardSettings {
     /// Sets how long `/state` waits for Redis.
     pub fn with_state_timeout(mut self, d: Duration) -> Self {
         self.state_timeout = d;
+        self
+    }
+
+    /// Sets how long a change waits for an earlier one before answering 503.
+    pub fn with_write_wait(mut self, d: Duration) -> Self {
+        self.write_wait = d;
         self
     }
 

@@ -47,6 +47,12 @@ pub enum ApiError {
     Unavailable,
     /// The server is shutting down and the hub is closed: 503.
     ShuttingDown,
+    /// A change (`/subscribe`, `/unsubscribe`, `/reset`) waited too long for an earlier one
+    /// that is stuck on a slow Redis: 503, nothing changed.
+    Busy,
+    /// The request body stopped arriving
+    /// ([`Limits::body_read_timeout`](crate::Limits::body_read_timeout)): 408.
+    BodyTimeout(String),
     /// Anything else: 500 (the details are logged).
     Internal,
 }
@@ -68,7 +74,10 @@ impl ApiError {
             ApiError::RedisRefused(_) => StatusCode::BAD_GATEWAY,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::ShuttingDown | ApiError::Busy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,11 +90,16 @@ impl ApiError {
             | ApiError::PayloadTooLarge(m)
             | ApiError::Unauthorized(m)
             | ApiError::Forbidden(m)
-            | ApiError::RedisRefused(m) => m.clone(),
+            | ApiError::RedisRefused(m)
+            | ApiError::BodyTimeout(m) => m.clone(),
             ApiError::NotFound => "not found".into(),
             ApiError::MethodNotAllowed => "method not allowed".into(),
             ApiError::Unavailable => "Redis is unavailable right now; try again shortly".into(),
             ApiError::ShuttingDown => "the server is shutting down".into(),
+            ApiError::Busy => "the dashboard is busy: an earlier change is still waiting for \
+                               Redis, which is slow to answer; nothing was changed, try again \
+                               shortly"
+                .into(),
             ApiError::Internal => "internal server error".into(),
         }
     }
@@ -210,6 +224,12 @@ where
             .map_err(|e| {
                 if is_length_limit(&e) {
                     too_large()
+                } else if is_body_timeout(&e) {
+                    ApiError::BodyTimeout(format!(
+                        "the request body stopped arriving: nothing came for {} ms (the limit \
+                         body_read_timeout)",
+                        app.limits.body_read_timeout.as_millis()
+                    ))
                 } else {
                     ApiError::bad_request("the request body could not be read")
                 }
@@ -237,6 +257,18 @@ fn is_form_content_type(value: &HeaderValue) -> bool {
     };
     let essence = text.split(';').next().unwrap_or_default().trim();
     essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+}
+
+/// True when reading the body failed because no byte came within the body timeout.
+fn is_body_timeout(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// True when reading the body failed because it is longer than the limit.

@@ -25,7 +25,10 @@
 //!   than one.
 //! - Every answer's size is bounded: at most [`MAX_MESSAGES_PER_SUBSCRIPTION`] messages per
 //!   subscriber, and payloads longer than [`DEFAULT_PAYLOAD_DISPLAY_BYTES`] are cut and marked
-//!   `"truncated": true`.
+//!   `"truncated": true`; the server-wide channel lists (`active_channels`, `shard_channels`)
+//!   are cut at [`Limits::max_listed_channels`] and marked.
+//! - Each connection is bounded in time and number ([`http`]): request head and body
+//!   timeouts, at most [`Limits::max_connections`] at once.
 //!
 //! # Layout
 //! - [`app`]: [`AppState`] (the hub and the [`DashboardSettings`]), [`router`] (the route
@@ -50,6 +53,8 @@
 //!   extractor whose rejections use the same `{"error": ...}` body.
 //! - [`assets`]: the page (`index.html`, `app.js`, `style.css`, `favicon.svg`), embedded with
 //!   `include_str!`.
+//! - [`http`]: the HTTP/1.1 server under the router: accept loop, connection cap, request
+//!   head and body timeouts, graceful shutdown.
 //! - [`embedded`]: [`EmbeddedRedis`], the private throwaway `redis-server` started when
 //!   nothing answers at the configured address.
 //! - [`server`]: [`DashboardOptions`], [`Dashboard`], [`run_dashboard`], [`serve`],
@@ -63,6 +68,7 @@ pub mod error;
 pub mod form;
 pub mod gaps;
 pub mod health;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

@@ -4,6 +4,12 @@
 //! limit (413 when the limit is a size, 400 when it is a count), before anything is
 //! published or subscribed, so nothing is half-applied. `count` is the exception the
 //! contract demands: it is clamped to `1..=max_publish_count`, never refused.
+//!
+//! Besides the inputs, it bounds what one answer lists from the server as a whole
+//! (`max_listed_channels`), and what one connection may hold: how long its request head and
+//! body may take to arrive, and how many connections are open at once.
+
+use std::time::Duration;
 
 use crate::error::ApiError;
 
@@ -12,8 +18,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Largest `message` of `POST /publish`, in bytes after trimming (64 KiB). Each publish is
 /// also kept in up to every matching subscriber's ring buffer, so this bounds memory too.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// Most subscribers the dashboard holds (256); keeps one `/state` answer's size bounded and
-/// the number of Redis connections (one per subscriber) modest.
+/// Most subscribers the dashboard holds (256); keeps one `/state` answer's size bounded and,
+/// in the default dedicated mode (one Redis connection per subscriber), the number of Redis
+/// connections modest.
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 256;
 /// Most channels or patterns one subscriber may list (32).
 pub const DEFAULT_MAX_TARGETS_PER_SUBSCRIPTION: usize = 32;
@@ -23,6 +30,23 @@ pub const DEFAULT_MAX_NAME_BYTES: usize = 128;
 pub const DEFAULT_MAX_TARGET_BYTES: usize = 256;
 /// Most publishes one `POST /publish` makes: the contract's clamp of `count` (20).
 pub const DEFAULT_MAX_PUBLISH_COUNT: u32 = 20;
+/// Most names `/state` lists in `active_channels` and in `shard_channels` (1,000). Both
+/// come from the whole Redis server (`PUBSUB CHANNELS *`), not from this dashboard, so
+/// without a bound one answer grows with every other client's channels (50,000 foreign
+/// channels made a 1.65 MB `/state`). Beyond it the list is cut, in sorted order, and
+/// `active_channels_truncated` / `active_channels_total` say so.
+pub const DEFAULT_MAX_LISTED_CHANNELS: usize = 1_000;
+/// How long a client may take to send a request's head (request line and headers), and
+/// how long an idle keep-alive connection is kept waiting for its next request (10 s).
+/// After it the connection is closed.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request body may go without a byte arriving (10 s); then the answer is a 408
+/// and the connection is closed.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most HTTP connections open at once (512). Every open page holds one for its push stream
+/// and browsers open a few more; beyond the bound a new connection is answered with a 503
+/// and closed at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 /// What one request may ask of the dashboard. The defaults are the `DEFAULT_*` constants.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +68,16 @@ pub struct Limits {
     pub max_target_bytes: usize,
     /// Upper end of the `count` clamp ([`DEFAULT_MAX_PUBLISH_COUNT`]); at least 1.
     pub max_publish_count: u32,
+    /// Most names listed in `active_channels` and `shard_channels`
+    /// ([`DEFAULT_MAX_LISTED_CHANNELS`]); never refuses anything, cuts the list and marks it.
+    pub max_listed_channels: usize,
+    /// Bound on receiving a request head, and on an idle keep-alive connection
+    /// ([`DEFAULT_HEADER_READ_TIMEOUT`]).
+    pub header_read_timeout: Duration,
+    /// Bound on a request body's silence ([`DEFAULT_BODY_READ_TIMEOUT`]): 408.
+    pub body_read_timeout: Duration,
+    /// Most connections open at once ([`DEFAULT_MAX_CONNECTIONS`]): 503 beyond.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -56,6 +90,10 @@ impl Default for Limits {
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,
             max_target_bytes: DEFAULT_MAX_TARGET_BYTES,
             max_publish_count: DEFAULT_MAX_PUBLISH_COUNT,
+            max_listed_channels: DEFAULT_MAX_LISTED_CHANNELS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

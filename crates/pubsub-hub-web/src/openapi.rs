@@ -148,10 +148,21 @@ pub(crate) fn name_field(limits: &Limits) -> Object {
 /// The `kind` of `POST /subscribe`.
 pub(crate) fn kind_field(_: &Limits) -> Object {
     text(
-        "`channel` (the default, also when empty) or `pattern`, trimmed; anything else is a \
-         400."
+        "`channel` (the default, also when empty), `pattern`, or `shard` (additive: SSUBSCRIBE, \
+         Redis 7 sharded pub/sub), trimmed; anything else is a 400."
             .into(),
-        format!("^[{WHITESPACE}]*(channel|pattern)?[{WHITESPACE}]*$"),
+        format!("^[{WHITESPACE}]*(channel|pattern|shard)?[{WHITESPACE}]*$"),
+    )
+}
+
+/// The `kind` of `POST /publish` (additive).
+pub(crate) fn publish_kind_field(_: &Limits) -> Object {
+    text(
+        "`channel` (the default, also when absent or empty: PUBLISH, as in the contract) or \
+         `shard` (SPUBLISH, Redis 7 sharded pub/sub: reaches the `shard` subscribers), \
+         trimmed; anything else is a 400. Additive."
+            .into(),
+        format!("^[{WHITESPACE}]*(channel|shard)?[{WHITESPACE}]*$"),
     )
 }
 
@@ -198,6 +209,9 @@ pub(crate) mod default_fields {
     }
     pub(crate) fn kind() -> Object {
         kind_field(&Limits::default())
+    }
+    pub(crate) fn publish_kind() -> Object {
+        publish_kind_field(&Limits::default())
     }
     pub(crate) fn target() -> Object {
         target_field(&Limits::default())
@@ -258,6 +272,45 @@ pub struct StateDocument {
     /// One sentence per subscriber that is disconnected now or has been, saying that
     /// messages published in that window were lost for it (additive).
     pub warnings: Vec<String>,
+    /// How subscribers map onto Redis connections, and so what `numsub` counts (additive).
+    pub mode: ModeView,
+    /// True when `active_channels` was cut at `max_listed_channels` (additive).
+    pub active_channels_truncated: bool,
+    /// How many channels `PUBSUB CHANNELS *` returned before the cut (additive).
+    pub active_channels_total: u64,
+    /// `PUBSUB SHARDCHANNELS *` (Redis 7 shard channels with a subscriber), sorted, cut at
+    /// `max_listed_channels`; empty while Redis does not answer or before Redis 7 (additive).
+    pub shard_channels: Vec<String>,
+    /// True when `shard_channels` was cut (additive).
+    pub shard_channels_truncated: bool,
+    /// How many shard channels there were before the cut (additive).
+    pub shard_channels_total: u64,
+    /// `PUBSUB SHARDNUMSUB` for every shard channel a local `shard` subscriber targets
+    /// (additive).
+    pub shard_numsub: BTreeMap<String, i64>,
+}
+
+/// The connection mode of the dashboard's hub.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModeView {
+    /// `dedicated` (one Redis connection per subscriber, as in the guide) or `shared` (a
+    /// fixed set of connections for all subscribers).
+    #[schema(pattern = "^(dedicated|shared)$")]
+    pub name: String,
+    /// The size of the shared set, or `null` in dedicated mode.
+    #[schema(minimum = 1)]
+    pub shared_connections: Option<u64>,
+    /// True when the hub works on a Redis Cluster.
+    pub cluster: bool,
+    /// Subscriber connections the hub holds to Redis now.
+    pub subscriber_connections: u64,
+    /// What `numsub` counts in this mode: `subscribers` (dedicated: one per named
+    /// subscriber) or `connections` (shared: one per shared connection that carries the
+    /// channel, however many local subscribers listen).
+    #[schema(pattern = "^(subscribers|connections)$")]
+    pub numsub_counts: String,
+    /// The same, in a sentence for people.
+    pub numsub_explanation: String,
 }
 
 /// One subscriber in `/state`.
@@ -265,7 +318,7 @@ pub struct StateDocument {
 pub struct SubscriptionView {
     /// The subscriber's unique name.
     pub name: String,
-    /// Its channels or patterns.
+    /// Its channels, patterns or shard channels.
     pub targets: Vec<String>,
     /// True for a pattern subscriber.
     pub is_pattern: bool,
@@ -411,6 +464,9 @@ pub struct PublishReply {
     pub publishes: u32,
     /// What Redis returned for each PUBLISH, in order.
     pub delivered: Vec<i64>,
+    /// `channel` (PUBLISH) or `shard` (SPUBLISH), as asked (additive).
+    #[schema(pattern = "^(channel|shard)$")]
+    pub kind: String,
     /// The state after publishing.
     pub state: StateDocument,
 }
@@ -433,7 +489,10 @@ pub struct UnsubscribeReply {
                        `/subscribe`, `/unsubscribe`, `/reset`), kept exactly, plus live push \
                        (`/events`) and operations routes (`/healthz`, `/readyz`, `/metrics`, \
                        `/openapi.json`). Every error is `{\"error\": \"...\"}`: 4xx for bad \
-                       input, 5xx for a failure on the Redis side.",
+                       input, 5xx for a failure on the Redis side. Additive to the contract: \
+                       sharded pub/sub (`kind=shard`), the connection mode and the shard view \
+                       in `/state`. Any route may answer 503 when the server already holds \
+                       `max_connections` connections.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     paths(

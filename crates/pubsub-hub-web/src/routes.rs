@@ -36,6 +36,10 @@ pub struct PublishForm {
     /// How many times to publish; see [`parse_count`](crate::form::parse_count).
     #[schema(schema_with = default_fields::count)]
     pub count: Option<String>,
+    /// `channel` (the default when absent or empty: PUBLISH, as in the contract) or `shard`
+    /// (SPUBLISH, to the subscribers of kind `shard`). Additive.
+    #[schema(schema_with = default_fields::publish_kind)]
+    pub kind: String,
 }
 
 /// `POST /subscribe` fields.
@@ -45,7 +49,8 @@ pub struct SubscribeForm {
     /// Subscriber name (trimmed, required, unique).
     #[schema(required = true, schema_with = default_fields::name)]
     pub name: String,
-    /// `channel` (the default when absent or empty) or `pattern`.
+    /// `channel` (the default when absent or empty), `pattern`, or `shard` (additive:
+    /// SSUBSCRIBE, Redis 7 sharded pub/sub).
     #[schema(schema_with = default_fields::kind)]
     pub kind: String,
     /// Comma-separated channels or patterns.
@@ -60,6 +65,16 @@ pub struct UnsubscribeForm {
     /// Subscriber name (trimmed, required).
     #[schema(required = true, schema_with = default_fields::unsubscribe_name)]
     pub name: String,
+}
+
+/// Takes the write lock of `/subscribe`, `/unsubscribe` and `/reset`, waiting at most
+/// [`DashboardSettings::write_wait`](crate::DashboardSettings::write_wait): a change stuck
+/// on a stalled Redis holds it for up to the command timeout, and the requests queued
+/// behind it should not add up those waits. Past the bound the answer is a 503 that says so.
+async fn write_lock(app: &AppState) -> Result<tokio::sync::MutexGuard<'_, ()>, ApiError> {
+    tokio::time::timeout(app.settings.write_wait, app.writes.lock())
+        .await
+        .map_err(|_| ApiError::Busy)
 }
 
 /// A trimmed required field, or the contract's 400.
@@ -100,13 +115,16 @@ pub async fn state(State(app): State<AppState>) -> Json<Value> {
     path = "/publish",
     tag = "contract",
     description = "Publishes `{\"body\": message, \"seq\": i, \"of\": count}` `count` times \
-                   (i from 1). Everything is checked before the first PUBLISH.",
+                   (i from 1). Everything is checked before the first PUBLISH. With \
+                   `kind=shard` (additive) it uses SPUBLISH, which reaches the `shard` \
+                   subscribers.",
     request_body(content = PublishForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Published", body = PublishReply),
         (status = 400, description = "Bad input: a required field is empty, a control character, a malformed form", body = ErrorBody),
         (status = 401, description = "An access token is configured and was not presented", body = ErrorBody),
         (status = 403, description = "Refused: cross-site, or a foreign Host", body = ErrorBody),
+        (status = 408, description = "The request body stopped arriving (`body_read_timeout`); the connection is closed", body = ErrorBody),
         (status = 413, description = "Over a size limit (body, message, channel)", body = ErrorBody),
         (status = 415, description = "The body is not a form", body = ErrorBody),
         (status = 502, description = "Redis refused the command (ACL, credentials)", body = ErrorBody),
@@ -121,17 +139,33 @@ pub async fn publish(
     let message = required(&form.message, "message")?;
     app.limits.check_target("channel", channel)?;
     app.limits.check_message(message)?;
+    let kind = match form.kind.trim() {
+        "" | "channel" => TargetKind::Channel,
+        "shard" => TargetKind::Shard,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "kind must be 'channel' or 'shard' (messages go to channels; patterns only \
+                 match them), not {other:?}"
+            )));
+        }
+    };
     let count = parse_count(form.count.as_deref(), app.limits.max_publish_count);
     let subscribed = app
         .hub
         .subscriptions()
         .iter()
-        .any(|s| s.kind() == TargetKind::Channel && s.targets().iter().any(|t| t == channel));
+        .any(|s| s.kind() == kind && s.targets().iter().any(|t| t == channel));
     let mut delivered = Vec::with_capacity(count as usize);
     for seq in 1..=count {
         let envelope = json!({ "body": message, "seq": seq, "of": count });
-        let publish = app.hub.publish(channel, &envelope);
-        delivered.push(app.metrics.time_redis("publish", publish).await?);
+        let n = if kind == TargetKind::Shard {
+            let publish = app.hub.spublish(channel, &envelope);
+            app.metrics.time_redis("publish", publish).await?
+        } else {
+            let publish = app.hub.publish(channel, &envelope);
+            app.metrics.time_redis("publish", publish).await?
+        };
+        delivered.push(n);
         app.metrics.count_publish(channel, subscribed);
     }
     let state = app_state_document(&app).await;
@@ -139,6 +173,7 @@ pub async fn publish(
         "channel": channel,
         "publishes": count,
         "delivered": delivered,
+        "kind": kind.as_str(),
         "state": state,
     })))
 }
@@ -149,18 +184,20 @@ pub async fn publish(
     post,
     path = "/subscribe",
     tag = "contract",
-    description = "Adds a named channel or pattern subscriber. All input and the subscriber \
-                   limit are checked first; a Redis failure leaves nothing behind.",
+    description = "Adds a named channel, pattern or (additive) shard subscriber. All input \
+                   and the subscriber limit are checked first; a Redis failure leaves nothing \
+                   behind.",
     request_body(content = SubscribeForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Subscribed; the state after it", body = StateDocument),
         (status = 400, description = "Bad input: a required field is empty, an unknown kind, a name in use, too many targets or subscribers, a control character, a malformed form", body = ErrorBody),
         (status = 401, description = "An access token is configured and was not presented", body = ErrorBody),
         (status = 403, description = "Refused: cross-site, or a foreign Host", body = ErrorBody),
+        (status = 408, description = "The request body stopped arriving (`body_read_timeout`); the connection is closed", body = ErrorBody),
         (status = 413, description = "Over a size limit (body, name, target)", body = ErrorBody),
         (status = 415, description = "The body is not a form", body = ErrorBody),
         (status = 502, description = "Redis refused the command (ACL, credentials)", body = ErrorBody),
-        (status = 503, description = "Redis is unavailable, or the server is shutting down", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable, busy (an earlier change is still waiting for a slow Redis), or the server is shutting down", body = ErrorBody),
     )
 )]
 pub async fn subscribe(
@@ -172,9 +209,10 @@ pub async fn subscribe(
     let kind = match form.kind.trim() {
         "" | "channel" => TargetKind::Channel,
         "pattern" => TargetKind::Pattern,
+        "shard" => TargetKind::Shard,
         other => {
             return Err(ApiError::bad_request(format!(
-                "kind must be 'channel' or 'pattern', not {other:?}"
+                "kind must be 'channel', 'pattern' or 'shard', not {other:?}"
             )));
         }
     };
@@ -184,7 +222,7 @@ pub async fn subscribe(
     }
     app.limits.check_targets(&targets)?;
     {
-        let _writing = app.writes.lock().await;
+        let _writing = write_lock(&app).await?;
         if app.hub.subscriptions().len() >= app.limits.max_subscriptions
             && app.hub.get_subscription(name).is_none()
         {
@@ -217,8 +255,10 @@ pub async fn subscribe(
         (status = 400, description = "Bad input: `name` is empty, a malformed form", body = ErrorBody),
         (status = 401, description = "An access token is configured and was not presented", body = ErrorBody),
         (status = 403, description = "Refused: cross-site, or a foreign Host", body = ErrorBody),
+        (status = 408, description = "The request body stopped arriving (`body_read_timeout`); the connection is closed", body = ErrorBody),
         (status = 413, description = "The body is over `max_body_bytes`", body = ErrorBody),
         (status = 415, description = "The body is not a form", body = ErrorBody),
+        (status = 503, description = "Busy: an earlier change is still waiting for a slow Redis; nothing was changed", body = ErrorBody),
     )
 )]
 pub async fn unsubscribe(
@@ -227,7 +267,7 @@ pub async fn unsubscribe(
 ) -> Result<Json<Value>, ApiError> {
     let name = required(&form.name, "name")?;
     let removed = {
-        let _writing = app.writes.lock().await;
+        let _writing = write_lock(&app).await?;
         let started = std::time::Instant::now();
         let removed = app.hub.unsubscribe(name).await;
         app.metrics
@@ -253,12 +293,12 @@ pub async fn unsubscribe(
         (status = 401, description = "An access token is configured and was not presented", body = ErrorBody),
         (status = 403, description = "Refused: cross-site, or a foreign Host", body = ErrorBody),
         (status = 502, description = "Redis refused the command (ACL, credentials)", body = ErrorBody),
-        (status = 503, description = "Redis is unavailable (nothing was changed), or the server is shutting down", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable or busy (nothing was changed), or the server is shutting down", body = ErrorBody),
     )
 )]
 pub async fn reset(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     {
-        let _writing = app.writes.lock().await;
+        let _writing = write_lock(&app).await?;
         let check = app.hub.pattern_subscriber_count();
         app.metrics.time_redis("numpat", check).await?;
         app.hub.close_all().await;

@@ -5,16 +5,16 @@
 //! the Redis connection with the embedded fallback, the seeding and the start-up lines.
 
 use std::fmt;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use pubsub_hub::{HubConfig, HubError, PubSubHub, TargetKind};
+use pubsub_hub::{ConnectionMode, HubConfig, HubError, PubSubHub, TargetKind};
 use redis::ConnectionAddr;
 use tokio::net::TcpListener;
 
 use crate::access::{AccessControl, validate_token};
-use crate::app::{AppState, router};
+use crate::app::AppState;
 use crate::embedded::{EmbeddedError, EmbeddedRedis};
 use crate::limits::Limits;
 
@@ -34,9 +34,7 @@ pub const DASHBOARD_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// one `/state` answer's size bounded.
 pub const DASHBOARD_MAX_SUBSCRIPTIONS: usize = crate::limits::DEFAULT_MAX_SUBSCRIPTIONS;
 
-/// After the shutdown signal, how long open requests get to finish before the server stops
-/// anyway (streams end at once; this only bounds a request stuck on a stalled Redis).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+pub use crate::http::SHUTDOWN_GRACE;
 
 /// How long the start-up check waits for a TCP answer from the configured Redis.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -75,6 +73,16 @@ pub struct DashboardOptions {
     pub insecure_no_auth: bool,
     /// Input limits (the [`Limits`] defaults). `max_subscriptions` is also the hub's cap.
     pub limits: Limits,
+    /// How subscribers map onto Redis connections: [`ConnectionMode::Dedicated`] (the
+    /// default, as in the guide: one connection per subscriber, so `PUBSUB NUMSUB` counts
+    /// names) or [`ConnectionMode::Shared`] (a fixed set of connections for any number of
+    /// subscribers; NUMSUB then counts connections). `/state` says which, under `mode`.
+    pub mode: ConnectionMode,
+    /// Redis Cluster seed nodes (`redis://host:port/` URLs). When not empty the hub is a
+    /// cluster hub over them ([`PubSubHub::cluster`]): `redis_host`, `redis_port` and the
+    /// embedded fallback do not apply, `redis_url` and `redis_ca_file` must not be set, and
+    /// the start-up line says cluster mode. Passwords in them are never printed.
+    pub cluster_nodes: Vec<String>,
 }
 
 impl Default for DashboardOptions {
@@ -90,6 +98,8 @@ impl Default for DashboardOptions {
             token: None,
             insecure_no_auth: false,
             limits: Limits::default(),
+            mode: ConnectionMode::Dedicated,
+            cluster_nodes: Vec::new(),
         }
     }
 }
@@ -107,6 +117,15 @@ impl fmt::Debug for DashboardOptions {
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("insecure_no_auth", &self.insecure_no_auth)
             .field("limits", &self.limits)
+            .field("mode", &self.mode)
+            .field(
+                "cluster_nodes",
+                &self
+                    .cluster_nodes
+                    .iter()
+                    .map(|n| mask_password(n))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -127,8 +146,10 @@ pub enum DashboardError {
         /// `host:port` as configured.
         addr: String,
         /// Why there is no private server: `NotInstalled`, or `None` when the fallback
-        /// is switched off.
+        /// is switched off (always `None` for a cluster).
         fallback: Option<EmbeddedError>,
+        /// True when `addr` lists the seed nodes of a cluster, none of which answered.
+        cluster: bool,
     },
     /// Something answers at the address but the hub cannot use it (not Redis, auth, ...).
     Redis {
@@ -163,7 +184,16 @@ impl fmt::Display for DashboardError {
             DashboardError::InvalidRedisUrl { url, reason } => {
                 write!(f, "invalid Redis URL {url}: {reason}")
             }
-            DashboardError::RedisUnreachable { addr, fallback } => match fallback {
+            DashboardError::RedisUnreachable {
+                addr,
+                cluster: true,
+                ..
+            } => write!(
+                f,
+                "cannot reach any of the Redis Cluster nodes {addr}: start the cluster or give \
+                 the addresses of nodes that run"
+            ),
+            DashboardError::RedisUnreachable { addr, fallback, .. } => match fallback {
                 None => write!(
                     f,
                     "cannot reach Redis at {addr}: start Redis there or pass --redis-host/--redis-port"
@@ -259,16 +289,29 @@ impl Dashboard {
         if let Some(token) = &opts.token {
             validate_token(token).map_err(DashboardError::InvalidOptions)?;
         }
-        let url = match &opts.redis_url {
-            Some(url) => url.clone(),
-            None => format!(
-                "redis://{}:{}/",
-                bracket_ipv6(&opts.redis_host),
-                opts.redis_port
-            ),
+        let cluster = !opts.cluster_nodes.is_empty();
+        if cluster && (opts.redis_url.is_some() || opts.redis_ca_file.is_some()) {
+            return Err(DashboardError::InvalidOptions(
+                "cluster nodes are given, so a Redis URL or CA file cannot be: put the \
+                 credentials in the node URLs"
+                    .into(),
+            ));
+        }
+        // A single server's client, parsed before binding so that a bad URL fails first.
+        let single = if cluster {
+            None
+        } else {
+            let url = match &opts.redis_url {
+                Some(url) => url.clone(),
+                None => format!(
+                    "redis://{}:{}/",
+                    bracket_ipv6(&opts.redis_host),
+                    opts.redis_port
+                ),
+            };
+            Some(open_client(&url, opts.redis_ca_file.as_deref())?)
         };
-        let client = open_client(&url, opts.redis_ca_file.as_deref())?;
-        let configured = display_addr(client.get_connection_info().addr());
+        let seeds = cluster_seeds(&opts.cluster_nodes)?;
 
         let bind = format!("{}:{}", bracket_ipv6(&opts.host), opts.port);
         let listener = TcpListener::bind((opts.host.as_str(), opts.port))
@@ -300,42 +343,25 @@ impl Dashboard {
             None => AccessControl::open().with_loopback_hosts_only(loopback),
         };
 
-        let (client, embedded, redis_addr) = if answers(client.get_connection_info().addr()).await {
-            (client, None, configured)
-        } else if !opts.embedded_fallback {
-            return Err(DashboardError::RedisUnreachable {
-                addr: configured,
-                fallback: None,
-            });
-        } else {
-            let server = tokio::task::spawn_blocking(EmbeddedRedis::start)
-                .await
-                .unwrap_or_else(|e| Err(EmbeddedError::Failed(e.to_string())))
-                .map_err(|e| DashboardError::RedisUnreachable {
-                    addr: configured.clone(),
-                    fallback: Some(e),
-                })?;
-            notes.push(format!(
-                "No Redis answered at {configured}, so a private throwaway redis-server was \
-                 started on 127.0.0.1:{} (it saves nothing and stops with this server)",
-                server.port()
-            ));
-            let client =
-                redis::Client::open(server.url()).map_err(|e| DashboardError::InvalidRedisUrl {
-                    url: server.url(),
-                    reason: e.to_string(),
-                })?;
-            let addr = format!("127.0.0.1:{}", server.port());
-            (client, Some(server), addr)
+        let config = dashboard_hub_config()
+            .with_max_subscriptions(opts.limits.max_subscriptions)
+            .with_mode(opts.mode);
+        let (hub, embedded, using) = match single {
+            None => {
+                let hub = connect_cluster(&opts.cluster_nodes, &seeds, config).await?;
+                let using = format!(
+                    "Using Redis Cluster at {} (cluster mode: plain channels on any node, shard \
+                     channels on the master that owns their slot)",
+                    seeds.display
+                );
+                (hub, None, using)
+            }
+            Some(client) => {
+                let (hub, embedded, redis_addr) =
+                    connect_single(client, opts.embedded_fallback, config, &mut notes).await?;
+                (hub, embedded, format!("Using Redis at {redis_addr}"))
+            }
         };
-
-        let config = dashboard_hub_config().with_max_subscriptions(opts.limits.max_subscriptions);
-        let hub = PubSubHub::with_config(client, config)
-            .await
-            .map_err(|source| DashboardError::Redis {
-                addr: redis_addr.clone(),
-                source,
-            })?;
         if let Err(e) = seed_defaults(&hub).await {
             hub.shutdown().await;
             return Err(DashboardError::Seed(e));
@@ -346,7 +372,7 @@ impl Dashboard {
             bracket_ipv6(&opts.host),
             local.port()
         ));
-        notes.push(format!("Using Redis at {redis_addr}"));
+        notes.push(using);
         notes.push(format!(
             "Seeded {} default subscription(s)",
             DEFAULT_SUBSCRIPTIONS.len()
@@ -447,34 +473,18 @@ pub async fn serve(
     serve_with_state(listener, AppState::new(hub), shutdown).await
 }
 
-/// [`serve`] with a prepared [`AppState`] (custom settings). Cancels `state.shutdown` when
-/// `shutdown` resolves, which ends every `/events` stream; then waits up to
-/// [`SHUTDOWN_GRACE`] for requests in flight.
+/// [`serve`] with a prepared [`AppState`] (custom settings and limits). Cancels
+/// `state.shutdown` when `shutdown` resolves, which ends every `/events` stream; then waits
+/// up to [`SHUTDOWN_GRACE`] for requests in flight.
+///
+/// Applies the connection bounds of `state.limits` (see [`crate::http`]): request head and
+/// body timeouts, and at most `max_connections` connections at once.
 pub async fn serve_with_state(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let token = state.shutdown.clone();
-    let signalled = token.clone();
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            signalled.cancel();
-        })
-        .into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result,
-        _ = async {
-            token.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still open after the grace period; stopping anyway");
-            Ok(())
-        }
-    }
+    crate::http::serve_bounded(listener, state, shutdown).await
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -501,6 +511,103 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = terminate => {}
     }
+}
+
+/// The seed nodes of a cluster, checked: their addresses as `host:port` (never
+/// credentials), one by one and joined for the start-up line.
+struct ClusterSeeds {
+    addrs: Vec<ConnectionAddr>,
+    display: String,
+}
+
+fn cluster_seeds(nodes: &[String]) -> Result<ClusterSeeds, DashboardError> {
+    let mut addrs = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let client =
+            redis::Client::open(node.as_str()).map_err(|e| DashboardError::InvalidRedisUrl {
+                url: mask_password(node),
+                reason: e.to_string(),
+            })?;
+        addrs.push(client.get_connection_info().addr().clone());
+    }
+    let display = addrs
+        .iter()
+        .map(display_addr)
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(ClusterSeeds { addrs, display })
+}
+
+/// The cluster hub over `nodes`. No private fallback here: a cluster is not something to
+/// improvise, so when no seed node answers the error says so.
+async fn connect_cluster(
+    nodes: &[String],
+    seeds: &ClusterSeeds,
+    config: HubConfig,
+) -> Result<PubSubHub, DashboardError> {
+    let probes = futures_util::future::join_all(seeds.addrs.iter().map(answers)).await;
+    if !probes.into_iter().any(|up| up) {
+        return Err(DashboardError::RedisUnreachable {
+            addr: seeds.display.clone(),
+            fallback: None,
+            cluster: true,
+        });
+    }
+    PubSubHub::cluster(nodes.to_vec(), config)
+        .await
+        .map_err(|source| DashboardError::Redis {
+            addr: seeds.display.clone(),
+            source,
+        })
+}
+
+/// The hub on one server, starting the private fallback when nothing answers at the
+/// configured address and `fallback` allows it (and adding its note to `notes`).
+async fn connect_single(
+    client: redis::Client,
+    fallback: bool,
+    config: HubConfig,
+    notes: &mut Vec<String>,
+) -> Result<(PubSubHub, Option<EmbeddedRedis>, String), DashboardError> {
+    let configured = display_addr(client.get_connection_info().addr());
+    let (client, embedded, redis_addr) = if answers(client.get_connection_info().addr()).await {
+        (client, None, configured.clone())
+    } else if !fallback {
+        return Err(DashboardError::RedisUnreachable {
+            addr: configured,
+            fallback: None,
+            cluster: false,
+        });
+    } else {
+        let server = tokio::task::spawn_blocking(EmbeddedRedis::start)
+            .await
+            .unwrap_or_else(|e| Err(EmbeddedError::Failed(e.to_string())))
+            .map_err(|e| DashboardError::RedisUnreachable {
+                addr: configured.clone(),
+                fallback: Some(e),
+                cluster: false,
+            })?;
+        notes.push(format!(
+            "No Redis answered at {configured}, so a private throwaway redis-server was \
+             started on 127.0.0.1:{} (it saves nothing and stops with this server)",
+            server.port()
+        ));
+        let client =
+            redis::Client::open(server.url()).map_err(|e| DashboardError::InvalidRedisUrl {
+                url: server.url(),
+                reason: e.to_string(),
+            })?;
+        let addr = format!("127.0.0.1:{}", server.port());
+        (client, Some(server), addr)
+    };
+
+    let hub = PubSubHub::with_config(client, config)
+        .await
+        .map_err(|source| DashboardError::Redis {
+            addr: redis_addr.clone(),
+            source,
+        })?;
+    Ok((hub, embedded, redis_addr))
 }
 
 /// The Redis client for `url`, trusting the CA in `ca_file` for `rediss://` when given.
@@ -616,6 +723,27 @@ mod tests {
     }
 
     #[test]
+    fn debug_masks_passwords_in_cluster_nodes_too() {
+        let opts = DashboardOptions {
+            redis_url: Some("redis://u:url-secret@h:1/".into()),
+            token: Some("token-secret".into()),
+            cluster_nodes: vec![
+                "redis://:node-secret@10.0.0.1:7000/".into(),
+                "redis://10.0.0.2:7001/".into(),
+            ],
+            mode: ConnectionMode::Shared { connections: 4 },
+            ..DashboardOptions::default()
+        };
+        let text = format!("{opts:?}");
+        for secret in ["url-secret", "token-secret", "node-secret"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("redis://:***@10.0.0.1:7000/"), "{text}");
+        assert!(text.contains("redis://10.0.0.2:7001/"), "{text}");
+        assert!(text.contains("Shared { connections: 4 }"), "{text}");
+    }
+
+    #[test]
     fn addresses_display_without_credentials() {
         let client = redis::Client::open("redis://u:pw@example.invalid:6380/").unwrap();
         assert_eq!(
@@ -631,6 +759,7 @@ mod tests {
         let e = DashboardError::RedisUnreachable {
             addr: "localhost:6379".into(),
             fallback: Some(EmbeddedError::NotInstalled),
+            cluster: false,
         };
         let text = e.to_string();
         assert_eq!(

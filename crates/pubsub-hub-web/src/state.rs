@@ -4,11 +4,17 @@
 //! everything else is additive, so a client of the guide's server cannot notice it:
 //! per subscriber `kind`, `status`, `dropped_total`, `reconnects_total`; per message
 //! `encoding`, `size`, `truncated`; in `stats` the library's extra counters; and at the top
-//! `redis` (is Redis answering?) and `version` (the hub's change counter).
+//! `redis` (is Redis answering?), `version` (the hub's change counter), `mode` (dedicated or
+//! shared connections, cluster or not, and what `numsub` counts then), the shard view
+//! (`shard_channels`, `shard_numsub`) and the markers of the bounded channel lists
+//! (`active_channels_truncated`, `active_channels_total` and their shard twins).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use pubsub_hub::{HubError, Payload, PayloadEncoding, PubSubHub, ReceivedMessage, Subscription};
+use pubsub_hub::{
+    ConnectionMode, HubError, Introspection, Payload, PayloadEncoding, PubSubHub, ReceivedMessage,
+    Subscription, TargetKind,
+};
 use serde_json::{Value, json};
 
 use crate::app::{AppState, DashboardSettings};
@@ -27,25 +33,36 @@ pub const DEFAULT_PAYLOAD_DISPLAY_BYTES: usize = 2048;
 /// targets, `NUMPAT`, pipelined). When Redis does not answer within
 /// [`DashboardSettings::state_timeout`] (or refuses), the local part is still returned, with empty server-side fields and
 /// `"redis": {"available": false, "error": ...}`: the page keeps working and says why.
+///
+/// The server-wide lists (`active_channels`, `shard_channels`) are cut at
+/// [`Limits::max_listed_channels`](crate::Limits::max_listed_channels) (its default here).
 pub async fn build_state(hub: &PubSubHub, settings: &DashboardSettings) -> Value {
-    build_state_timed(hub, settings, None).await
+    let max_listed = crate::limits::DEFAULT_MAX_LISTED_CHANNELS;
+    build_state_timed(hub, settings, max_listed, None).await
 }
 
-/// [`build_state`], timing the Redis round trip in `metrics` when given.
+/// The targets of the local subscribers of `kind`, sorted and deduplicated.
+fn targets_of(subs: &[std::sync::Arc<Subscription>], kind: TargetKind) -> BTreeSet<String> {
+    subs.iter()
+        .filter(|s| s.kind() == kind)
+        .flat_map(|s| s.targets().iter().cloned())
+        .collect()
+}
+
+/// [`build_state`] with the list bound `max_listed`, timing the Redis round trip in
+/// `metrics` when given.
 async fn build_state_timed(
     hub: &PubSubHub,
     settings: &DashboardSettings,
+    max_listed: usize,
     metrics: Option<&Metrics>,
 ) -> Value {
     let version = hub.version();
     let subs = hub.subscriptions();
-    let exact_channels: Vec<String> = subs
-        .iter()
-        .filter(|s| !s.is_pattern())
-        .flat_map(|s| s.targets().iter().cloned())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let exact = targets_of(&subs, TargetKind::Channel);
+    let shard = targets_of(&subs, TargetKind::Shard);
+    // One pipeline asks NUMSUB and SHARDNUMSUB about the same names: both sets together.
+    let exact_channels: Vec<String> = exact.union(&shard).cloned().collect();
 
     let started = std::time::Instant::now();
     let introspection =
@@ -62,24 +79,31 @@ async fn build_state_timed(
         metrics.observe_redis("introspect", started.elapsed(), introspection.is_ok());
     }
     let mut stats = hub.local_stats();
-    let (active_channels, numsub, redis) = match introspection {
+    let (found, redis) = match introspection {
         Ok(found) => {
             stats.pattern_subscriptions = found.numpat;
-            (
-                found.active_channels,
-                found.numsub,
-                json!({ "available": true }),
-            )
+            (Introspected::from(found), json!({ "available": true }))
         }
         Err(e) => {
             tracing::debug!(error = %e, "PUBSUB introspection failed");
             (
-                Vec::new(),
-                BTreeMap::new(),
+                Introspected::default(),
                 json!({ "available": false, "error": redis_problem(&e) }),
             )
         }
     };
+    let numsub: BTreeMap<String, i64> = found
+        .numsub
+        .into_iter()
+        .filter(|(c, _)| exact.contains(c))
+        .collect();
+    let shard_numsub: BTreeMap<String, i64> = found
+        .shard_numsub
+        .into_iter()
+        .filter(|(c, _)| shard.contains(c))
+        .collect();
+    let (active_channels, active_total) = bounded_list(found.active_channels, max_listed);
+    let (shard_channels, shard_total) = bounded_list(found.shard_channels, max_listed);
 
     let subscriptions: Vec<Value> = subs
         .iter()
@@ -93,6 +117,82 @@ async fn build_state_timed(
         "stats": stats,
         "redis": redis,
         "version": version,
+        "mode": mode_json(hub),
+        "active_channels_truncated": active_channels.len() < active_total,
+        "active_channels_total": active_total,
+        "shard_channels": shard_channels,
+        "shard_channels_truncated": shard_channels.len() < shard_total,
+        "shard_channels_total": shard_total,
+        "shard_numsub": shard_numsub,
+    })
+}
+
+/// What the introspection found, or nothing while Redis does not answer.
+#[derive(Default)]
+struct Introspected {
+    active_channels: Vec<String>,
+    numsub: BTreeMap<String, i64>,
+    shard_channels: Vec<String>,
+    shard_numsub: BTreeMap<String, i64>,
+}
+
+impl From<Introspection> for Introspected {
+    fn from(i: Introspection) -> Self {
+        Introspected {
+            active_channels: i.active_channels,
+            numsub: i.numsub,
+            shard_channels: i.shard_channels,
+            shard_numsub: i.shard_numsub,
+        }
+    }
+}
+
+/// The first `max` names of a sorted list, and how many there were.
+fn bounded_list(mut names: Vec<String>, max: usize) -> (Vec<String>, usize) {
+    let total = names.len();
+    names.truncate(max);
+    (names, total)
+}
+
+/// `mode`: how subscribers map onto Redis connections here, and so what `numsub` counts.
+fn mode_json(hub: &PubSubHub) -> Value {
+    let cluster = hub.is_cluster();
+    let cluster_note = if cluster {
+        " In this cluster every count is summed over all nodes."
+    } else {
+        ""
+    };
+    let (name, shared, counts, explanation) = match hub.mode() {
+        ConnectionMode::Shared { connections } => (
+            "shared",
+            Some(connections),
+            "connections",
+            format!(
+                "Shared mode: all subscribers share {connections} Redis subscriber \
+                 connection(s), and each channel is subscribed on one of them however many \
+                 local subscribers want it. So NUMSUB counts connections, not names: this \
+                 dashboard adds 1 to a channel's NUMSUB whether one or a hundred of its \
+                 subscribers listen; each card shows its own count.{cluster_note}"
+            ),
+        ),
+        _ => (
+            "dedicated",
+            None,
+            "subscribers",
+            format!(
+                "Dedicated mode: every named subscriber has its own Redis connection, so \
+                 NUMSUB counts this dashboard's subscribers of a channel one by one (plus any \
+                 other client subscribed to it).{cluster_note}"
+            ),
+        ),
+    };
+    json!({
+        "name": name,
+        "shared_connections": shared,
+        "cluster": cluster,
+        "subscriber_connections": hub.subscriber_connections(),
+        "numsub_counts": counts,
+        "numsub_explanation": explanation,
     })
 }
 
@@ -101,7 +201,13 @@ async fn build_state_timed(
 /// sentence per subscriber that is disconnected now or has been, saying that messages
 /// published in that window were lost for it.
 pub async fn app_state_document(app: &AppState) -> Value {
-    let mut state = build_state_timed(&app.hub, &app.settings, Some(&app.metrics)).await;
+    let mut state = build_state_timed(
+        &app.hub,
+        &app.settings,
+        app.limits.max_listed_channels,
+        Some(&app.metrics),
+    )
+    .await;
     app.gaps.observe(&app.hub);
     if let Some(subs) = state["subscriptions"].as_array_mut() {
         for sub in subs {

@@ -4,16 +4,25 @@
 //! Needs `/usr/bin/chromium` (or `CHROMIUM_PATH`) and `node` with npm. It fails, rather than
 //! skips, when they are missing: a page that is never opened is a page that is never tested.
 //! The screenshots land in `target/artifacts/`.
+//!
+//! The scenario may ask this side for things a page cannot do to itself: it prints
+//! `control: <request>` and waits for one line of answer on its stdin. The one request is
+//! `restart-server`: stop serving (which ends every open push stream, as a server restart
+//! does) and serve again on the same port with the same hub.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use pubsub_hub::PubSubHub;
 use pubsub_hub_testkit::RedisServer;
 use pubsub_hub_web::{dashboard_hub_config, seed_defaults, serve};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::Command;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// Bound on `npm ci` (a single small package from the registry).
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -92,6 +101,49 @@ async fn prepare() {
     }
 }
 
+/// The dashboard served on a listener until `stop` fires.
+struct Serving {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Serving {
+    fn start(listener: TcpListener, hub: &PubSubHub) -> Serving {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, hub.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Serving { stop, task }
+    }
+
+    /// Stops serving; fails unless serve returns cleanly within 2 s (open streams included).
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), self.task)
+            .await
+            .expect("serve returns within 2 s")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Binds `addr` again after the server on it stopped (the port stays the page's origin).
+async fn rebind(addr: SocketAddr) -> TcpListener {
+    let start = std::time::Instant::now();
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(e) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "cannot bind {addr} again: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_works_in_headless_chromium() {
     prepare().await;
@@ -102,11 +154,9 @@ async fn dashboard_works_in_headless_chromium() {
         .expect("hub connects");
     seed_defaults(&hub).await.expect("defaults seeded");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(serve(listener, hub.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let addr = listener.local_addr().unwrap();
+    let url = format!("http://{addr}/");
+    let serving = Serving::start(listener, &hub);
 
     let artifacts = artifact_dir();
     std::fs::create_dir_all(&artifacts).expect("artifact dir");
@@ -115,22 +165,55 @@ async fn dashboard_works_in_headless_chromium() {
         .arg(&url)
         .arg(&artifacts)
         .env("CHROMIUM_PATH", chromium_path())
-        .current_dir(browser_dir());
-    let output = run(node, SCENARIO_TIMEOUT, "the browser scenario").await;
-    println!("{}", String::from_utf8_lossy(&output.stdout));
+        .current_dir(browser_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = node
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run node ({e}); {SETUP_HINT}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr_text = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+
+    let mut stdout_text = String::new();
+    let scenario = async {
+        let mut serving = serving;
+        while let Some(line) = lines.next_line().await.expect("node's stdout") {
+            println!("{line}");
+            stdout_text.push_str(&line);
+            stdout_text.push('\n');
+            match line.strip_prefix("control: ") {
+                Some("restart-server") => {
+                    serving.stop().await;
+                    serving = Serving::start(rebind(addr).await, &hub);
+                    stdin.write_all(b"restarted\n").await.unwrap();
+                }
+                Some(other) => panic!("unknown control request {other:?}"),
+                None => {}
+            }
+        }
+        (child.wait().await.expect("node ran"), serving)
+    };
+    let (status, serving) = tokio::time::timeout(SCENARIO_TIMEOUT, scenario)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the browser scenario: still running after {SCENARIO_TIMEOUT:?}")
+        });
+    let stderr_text = stderr_text.await.unwrap();
     assert!(
-        output.status.success(),
-        "the browser scenario failed (server log tail: {}):\n{}",
+        status.success(),
+        "the browser scenario failed (server log tail: {}):\nexit: {status}\n--- stdout ---\n{stdout_text}\n--- stderr ---\n{stderr_text}",
         server.log_tail(20),
-        describe(&output)
     );
     assert!(artifacts.join("dashboard.png").exists());
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(2), serving)
-        .await
-        .expect("serve returns after the browser closed")
-        .unwrap()
-        .unwrap();
+    serving.stop().await;
     hub.shutdown().await;
 }

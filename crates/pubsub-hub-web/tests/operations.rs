@@ -728,6 +728,28 @@ async fn live_answers_match_the_openapi_document() {
     );
     conforms(&doc, "get", "/state", &live.get("/state").await);
 
+    // The additions of issue 6: a shard subscriber, SPUBLISH, the shard view.
+    let reply = live
+        .post(
+            "/subscribe",
+            "name=shard-watcher&kind=shard&target=orders%3Anew",
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    conforms(&doc, "post", "/subscribe", &reply);
+    let reply = live
+        .post("/publish", "channel=orders%3Anew&message=s&kind=shard")
+        .await;
+    assert_eq!(reply.json()["kind"], "shard");
+    conforms(&doc, "post", "/publish", &reply);
+    let state = live
+        .wait_state("the shard message is in", |s| {
+            sub(s, "shard-watcher")["received_total"] == 1
+        })
+        .await;
+    assert_eq!(state["shard_numsub"]["orders:new"], 1);
+    conforms(&doc, "get", "/state", &live.get("/state").await);
+
     // Errors, and the other routes.
     for (path, body, status) in [
         ("/publish", "channel=&message=x", 400),
@@ -738,6 +760,7 @@ async fn live_answers_match_the_openapi_document() {
         ),
         ("/subscribe", "name=note-watcher&target=a", 400),
         ("/subscribe", "name=n&kind=other&target=a", 400),
+        ("/publish", "channel=c&message=x&kind=pattern", 400),
         ("/unsubscribe", "", 400),
         ("/unsubscribe", "name=nobody", 200),
         (

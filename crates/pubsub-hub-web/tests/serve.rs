@@ -184,24 +184,49 @@ async fn events_push_a_publish_quickly_and_shutdown_ends_open_streams() {
     let first = events.next_state(WAIT).await;
     assert_eq!(find_sub(&first, "orders-listener")["received_total"], 0);
 
-    // Publish through the HTTP API; the pushed state must show the message.
-    let started = Instant::now();
-    let (status, body) = post_form(addr, "/publish", "channel=orders:new&message=pushed-1").await;
-    assert_eq!(status, 200, "{body}");
-    let latency = loop {
-        let state = events.next_state(WAIT).await;
-        let orders = find_sub(&state, "orders-listener");
-        if orders["messages"][0]["payload"]["body"] == "pushed-1" {
-            break started.elapsed();
-        }
-    };
-    eprintln!("publish → pushed state: {latency:?}");
-    assert!(latency < Duration::from_millis(1000), "took {latency:?}");
+    // Publish through the HTTP API; every pushed state must show the message within the
+    // issue's 200 ms. Measured on the shared 2-core machine: 101-108 ms each (the publishes
+    // follow each other, so each lands just after a push and waits out the 100 ms
+    // coalescing interval), so single samples are not noisy and each one is held to it.
+    const SAMPLES: usize = 9;
+    let mut latencies = Vec::with_capacity(SAMPLES);
+    for i in 1..=SAMPLES {
+        let body = format!("pushed-{i}");
+        let started = Instant::now();
+        let (status, reply) = post_form(
+            addr,
+            "/publish",
+            &format!("channel=orders:new&message={body}"),
+        )
+        .await;
+        assert_eq!(status, 200, "{reply}");
+        let latency = loop {
+            let state = events.next_state(WAIT).await;
+            let orders = find_sub(&state, "orders-listener");
+            if orders["messages"][0]["payload"]["body"] == body.as_str() {
+                break started.elapsed();
+            }
+        };
+        latencies.push(latency);
+    }
+    latencies.sort();
+    let median = latencies[SAMPLES / 2];
+    eprintln!(
+        "publish → pushed state over {SAMPLES} publishes: median {median:?}, all {latencies:?}"
+    );
+    let slowest = latencies[SAMPLES - 1];
+    assert!(
+        slowest < Duration::from_millis(200),
+        "slowest {slowest:?} of {latencies:?}"
+    );
 
     // A second stream is served from the same feed.
     let mut second = SseClient::connect(addr).await;
     let state = second.next_state(WAIT).await;
-    assert_eq!(find_sub(&state, "orders-listener")["received_total"], 1);
+    assert_eq!(
+        find_sub(&state, "orders-listener")["received_total"],
+        SAMPLES as u64
+    );
 
     // Shut down with both streams open: serve returns promptly and the streams end.
     let stopping = Instant::now();

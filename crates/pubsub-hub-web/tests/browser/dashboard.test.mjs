@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
 const [url, artifacts] = process.argv.slice(2);
@@ -30,6 +31,16 @@ const browser = await chromium.launch({
 
 let page;
 const problems = [];
+
+// Requests to tests/browser.rs go out on stdout as `control: <request>`; its answers come
+// back one line each on stdin.
+const answers = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+async function control(request) {
+  console.log(`control: ${request}`);
+  const { value, done } = await answers.next();
+  if (done) throw new Error(`no answer to control request ${request}`);
+  return value;
+}
 
 function step(name) {
   console.log(`ok - ${name}`);
@@ -57,8 +68,9 @@ function escapeRegExp(s) {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-async function publish(channel, message, count = 1) {
+async function publish(channel, message, count = 1, command = 'PUBLISH') {
   const form = page.locator('#publish-form');
+  await form.locator('.segmented label', { hasText: new RegExp(`^${command}$`) }).click();
   await form.locator('input[name="channel"]').fill(channel);
   await form.locator('textarea[name="message"]').fill(message);
   await form.locator('input[name="count"]').fill(String(count));
@@ -70,7 +82,8 @@ async function publish(channel, message, count = 1) {
 async function subscribe(name, kind, targets) {
   const form = page.locator('#subscribe-form');
   await form.locator('input[name="name"]').fill(name);
-  await form.locator('.segmented label', { hasText: kind === 'pattern' ? 'Pattern' : 'Channel' }).click();
+  const label = { channel: 'Channel', pattern: 'Pattern', shard: 'Shard' }[kind];
+  await form.locator('.segmented label', { hasText: label }).click();
   await form.locator('input[name="target"]').fill(targets);
   await form.locator('button[type="submit"]').click();
   await card(name).waitFor({ timeout: STEP_TIMEOUT });
@@ -129,6 +142,25 @@ try {
   await card('browser-pattern').waitFor({ state: 'detached', timeout: STEP_TIMEOUT });
   await page.locator('#numpat', { hasText: '1' }).waitFor({ timeout: STEP_TIMEOUT });
   step('unsubscribe removes the card and the pattern subscription');
+
+  // -- the mode, a shard subscriber and SPUBLISH ------------------------------------------
+  assert.match(await page.locator('#mode-name').textContent(), /^dedicated/);
+  assert.match(await page.locator('#mode-explanation').textContent(), /NUMSUB counts/);
+  await subscribe('browser-shard', 'shard', 'orders:new');
+  assert.equal(await card('browser-shard').locator('.kind').textContent(), 'shard');
+  assert.equal(await card('browser-shard').locator('.chip-shard').textContent(), 'orders:new');
+  assert.equal(await card('browser-shard').locator('.chip').getAttribute('title'), 'SSUBSCRIBE orders:new');
+  assert.equal(await card('orders-listener').locator('.kind').textContent(), 'channel');
+  await page.locator('#shard-numsub td', { hasText: 'orders:new' }).waitFor({ timeout: STEP_TIMEOUT });
+  const plainBefore = await card('orders-listener').locator('.counter-value').first().textContent();
+  await publish('orders:new', 'sharded hello', 1, 'SPUBLISH');
+  assert.match(await page.locator('#publish-result').textContent(), /\(SPUBLISH\)/);
+  await messageIn('browser-shard', 'sharded hello');
+  // SPUBLISH never reaches a plain subscriber: its count is what it was.
+  assert.equal(await card('orders-listener').locator('.counter-value').first().textContent(), plainBefore);
+  await publish('orders:new', 'plain again');
+  await messageIn('orders-listener', 'plain again');
+  step('the mode and what NUMSUB counts are shown; a shard subscriber shows its kind and gets SPUBLISH only');
 
   // -- reset -------------------------------------------------------------------------------
   await subscribe('temporary', 'channel', 'temp:one');
@@ -193,10 +225,49 @@ try {
   await polling.close();
   step('with /events blocked the page falls back to polling /state and still updates');
 
+  // -- the push stream drops mid-session: polling, then push again ------------------------
+  const dropping = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const dropPage = await dropping.newPage();
+  watch(dropPage);
+  let eventsBlocked = false;
+  let eventsRequests = 0;
+  await dropPage.route('**/events', (route) => {
+    eventsRequests += 1;
+    return eventsBlocked ? route.abort() : route.continue();
+  });
+  const dropStatus = dropPage.locator('#link-status');
+  await dropPage.goto(url, { waitUntil: 'domcontentloaded' });
+  await dropPage.locator('#link-status', { hasText: 'live' }).waitFor({ timeout: STEP_TIMEOUT });
+  await page.bringToFront();
+  await publish('orders:new', 'pushed before the drop');
+  await dropPage.locator('.card[data-name="orders-listener"] .msg', { hasText: 'pushed before the drop' })
+    .first().waitFor({ timeout: STEP_TIMEOUT });
+  // The server goes away under the open stream (tests/browser.rs stops serving, which ends
+  // every stream, and serves again on the same port); /events stays refused meanwhile.
+  eventsBlocked = true;
+  assert.equal(await control('restart-server'), 'restarted');
+  await dropPage.locator('#link-status', { hasText: 'polling' }).waitFor({ timeout: 3 * STEP_TIMEOUT });
+  await publish('orders:new', 'polled after the drop');
+  await dropPage.locator('.card[data-name="orders-listener"] .msg', { hasText: 'polled after the drop' })
+    .first().waitFor({ timeout: STEP_TIMEOUT });
+  assert.equal(await dropStatus.textContent(), 'polling');
+  const refused = eventsRequests;
+  // Let the stream back: the page reconnects on its own and stops polling.
+  eventsBlocked = false;
+  await dropPage.locator('#link-status', { hasText: 'live' }).waitFor({ timeout: 3 * STEP_TIMEOUT });
+  assert.ok(eventsRequests > refused, 'the page asked for /events again');
+  await publish('orders:new', 'pushed after recovery');
+  await dropPage.locator('.card[data-name="orders-listener"] .msg', { hasText: 'pushed after recovery' })
+    .first().waitFor({ timeout: STEP_TIMEOUT });
+  assert.equal(await dropStatus.textContent(), 'live');
+  await dropping.close();
+  step('when the push stream drops mid-session the page polls, then recovers to push');
+
   assert.deepEqual(problems, [], 'no dialogs, page errors or console errors');
   step('no dialog, page error or console error at any point');
   await browser.close();
   console.log('browser test passed');
+  process.exit(0);
 } catch (err) {
   console.error(`not ok - ${err.stack || err}`);
   if (problems.length) console.error(`also seen:\n  ${problems.join('\n  ')}`);

@@ -44,22 +44,7 @@ impl Dashboard {
 
     /// Sends one request through the router (no socket).
     pub async fn send(&self, request: Request<Body>) -> Reply {
-        let response = tokio::time::timeout(WAIT, self.app.clone().oneshot(request))
-            .await
-            .expect("the router answers in time")
-            .expect("the router is infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = tokio::time::timeout(WAIT, response.into_body().collect())
-            .await
-            .expect("the body completes in time")
-            .expect("the body is readable")
-            .to_bytes();
-        Reply {
-            status,
-            headers,
-            body: bytes.to_vec(),
-        }
+        send_to(&self.app, request).await
     }
 
     /// `GET path`.
@@ -103,6 +88,45 @@ impl Dashboard {
             .unwrap_or_else(|| panic!("no subscription {name:?}"))
             .consumer()
     }
+}
+
+/// Sends one request through `app` (no socket) and buffers the answer; fails after `WAIT`.
+pub async fn send_to(app: &Router, request: Request<Body>) -> Reply {
+    let response = tokio::time::timeout(WAIT, app.clone().oneshot(request))
+        .await
+        .expect("the router answers in time")
+        .expect("the router is infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = tokio::time::timeout(WAIT, response.into_body().collect())
+        .await
+        .expect("the body completes in time")
+        .expect("the body is readable")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body: bytes.to_vec(),
+    }
+}
+
+/// `POST path` with a form body through `app`.
+pub async fn post_form_to(app: &Router, path: &str, form: &str) -> Reply {
+    send_to(
+        app,
+        Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form.to_owned()))
+            .unwrap(),
+    )
+    .await
+}
+
+/// `GET /state` through `app`, asserting 200.
+pub async fn state_of(app: &Router) -> Value {
+    let reply = send_to(app, Request::get("/state").body(Body::empty()).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.json()
 }
 
 /// A buffered response.
