@@ -54,6 +54,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the dashboard's subscribers use Redis connections.
+#[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeName {
+    /// One Redis connection per subscriber, as in the guide; NUMSUB counts subscribers.
+    Dedicated,
+    /// Every subscriber shares a fixed set of connections; NUMSUB counts connections.
+    Shared,
+}
+
 /// The Redis server to talk to. Unset flags fall through to the environment, the
 /// configuration file and the defaults (see [`crate::settings`]).
 ///
@@ -152,6 +162,22 @@ pub struct ServeArgs {
     /// default 256]. The other limits are file keys and variables only.
     #[arg(long, value_name = "N", help_heading = "Limits")]
     pub max_subscriptions: Option<usize>,
+
+    /// Subscriber connections: dedicated (one per subscriber, the guide's) or shared (a
+    /// fixed set for all) [env PUBSUB_HUB_MODE; file dashboard.mode; default dedicated].
+    #[arg(long, value_enum, value_name = "MODE", help_heading = "Scale")]
+    pub mode: Option<ModeName>,
+
+    /// Connections of shared mode [env PUBSUB_HUB_SHARED_CONNECTIONS; file
+    /// dashboard.shared_connections; default 4].
+    #[arg(long, value_name = "N", help_heading = "Scale")]
+    pub shared_connections: Option<usize>,
+
+    /// A Redis Cluster seed node, redis://host:port/ (repeatable): the dashboard then runs
+    /// on the cluster, and --redis-* do not apply [env PUBSUB_HUB_CLUSTER_NODES, comma
+    /// separated; file dashboard.cluster_nodes].
+    #[arg(long = "cluster-node", value_name = "URL", help_heading = "Scale")]
+    pub cluster_nodes: Vec<String>,
 
     /// Print the effective configuration (as TOML, with each value's source and secrets
     /// masked) and exit without connecting to Redis.
@@ -415,15 +441,12 @@ impl Cli {
         // The dashboard's options before a subcommand would be silently ignored: refuse them
         // (clap's `args_conflicts_with_subcommands` would refuse the global Redis ones too).
         if let Some((name, _)) = matches.subcommand() {
-            let serve_ids: Vec<String> = ServeArgs::augment_args(clap::Command::new("serve"))
-                .get_arguments()
-                .map(|a| a.get_id().to_string())
-                .collect();
-            let given = serve_ids
-                .iter()
-                .find(|id| matches.value_source(id) == Some(ValueSource::CommandLine));
-            if let Some(id) = given {
-                let flag = format!("--{}", id.replace('_', "-"));
+            let serve_args = ServeArgs::augment_args(clap::Command::new("serve"));
+            let given = serve_args.get_arguments().find(|a| {
+                matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine)
+            });
+            if let Some(arg) = given {
+                let flag = format!("--{}", arg.get_long().unwrap_or(arg.get_id().as_str()));
                 let hint = if name == "serve" {
                     format!("put {flag} after `serve`")
                 } else {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use pubsub_hub_web::limits;
 use serde::Deserialize;
 
-use crate::cli::{LogFormat, RedisArgs, ServeArgs, Source};
+use crate::cli::{LogFormat, ModeName, RedisArgs, ServeArgs, Source};
 use crate::error::CliError;
 
 /// The environment variable naming the configuration file (when `--config` is not given).
@@ -97,8 +97,45 @@ macro_rules! integer_values {
 integer_values!(
     u16 => "an integer from 0 to 65535",
     u32 => "an integer from 0 to 4294967295",
+    u64 => "a non-negative integer",
     usize => "a non-negative integer"
 );
+
+impl Value for ModeName {
+    const EXPECTED: &'static str = "dedicated or shared";
+    fn parse_text(text: &str) -> Option<Self> {
+        match text {
+            "dedicated" => Some(ModeName::Dedicated),
+            "shared" => Some(ModeName::Shared),
+            _ => None,
+        }
+    }
+    fn to_toml(&self) -> Option<String> {
+        let name = match self {
+            ModeName::Dedicated => "dedicated",
+            ModeName::Shared => "shared",
+        };
+        name.to_owned().to_toml()
+    }
+}
+
+/// A list: comma-separated in an environment variable, an array in the file.
+impl Value for Vec<String> {
+    const EXPECTED: &'static str = "a comma-separated list";
+    fn parse_text(text: &str) -> Option<Self> {
+        Some(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(ToOwned::to_owned)
+                .collect(),
+        )
+    }
+    fn to_toml(&self) -> Option<String> {
+        let items: Vec<String> = self.iter().filter_map(|s| s.to_toml()).collect();
+        Some(format!("[{}]", items.join(", ")))
+    }
+}
 
 impl Value for LogFormat {
     const EXPECTED: &'static str = "text or json";
@@ -137,6 +174,15 @@ fn plain<T: Value>(value: &T) -> Option<String> {
 /// How `--print-config` shows a secret: `"***"` when set.
 fn secret(value: &Option<String>) -> Option<String> {
     value.as_ref().map(|_| "\"***\"".to_owned())
+}
+
+/// How `--print-config` shows Redis URLs: with their passwords replaced by `***`.
+fn urls(value: &[String]) -> Option<String> {
+    value
+        .iter()
+        .map(|u| crate::config::redact_url(u))
+        .collect::<Vec<_>>()
+        .to_toml()
 }
 
 /// How `--print-config` shows a Redis URL: with its password replaced by `***`.
@@ -323,12 +369,23 @@ settings! {
         max_target_bytes: usize = limits::DEFAULT_MAX_TARGET_BYTES, env "PUBSUB_HUB_MAX_TARGET_BYTES", flag |_| None, show plain;
         /// Upper end of `POST /publish`'s `count` clamp (at least 1).
         max_publish_count: u32 = limits::DEFAULT_MAX_PUBLISH_COUNT, env "PUBSUB_HUB_MAX_PUBLISH_COUNT", flag |_| None, show plain;
+        /// Most server-wide channels listed in `/state` (the rest are counted).
+        max_listed_channels: usize = limits::DEFAULT_MAX_LISTED_CHANNELS, env "PUBSUB_HUB_MAX_LISTED_CHANNELS", flag |_| None, show plain;
+        /// Time a client has to send a request's head (also the idle keep-alive bound), in ms.
+        header_read_timeout_ms: u64 = limits::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64, env "PUBSUB_HUB_HEADER_READ_TIMEOUT_MS", flag |_| None, show plain;
+        /// Time a client has to send a request's body, in ms (then 408).
+        body_read_timeout_ms: u64 = limits::DEFAULT_BODY_READ_TIMEOUT.as_millis() as u64, env "PUBSUB_HUB_BODY_READ_TIMEOUT_MS", flag |_| None, show plain;
+        /// Most open HTTP connections (one more gets a 503).
+        max_connections: usize = limits::DEFAULT_MAX_CONNECTIONS, env "PUBSUB_HUB_MAX_CONNECTIONS", flag |_| None, show plain;
     }
-    /// `[dashboard]`: how the dashboard's hub connects. Reserved: the dashboard settings
-    /// `mode` (dedicated | shared), `shared_connections` and `cluster_nodes` go here, one
-    /// line each, once `DashboardOptions` has them (and one line in
-    /// `commands::serve::options` to pass each on).
+    /// `[dashboard]`: how the dashboard's hub connects.
     [dashboard] Dashboard {
+        /// `dedicated` (one connection per subscriber, the guide's) or `shared`.
+        mode: ModeName = ModeName::Dedicated, env "PUBSUB_HUB_MODE", flag |f| f.serve.mode, show plain;
+        /// Subscriber connections in shared mode (at least 1).
+        shared_connections: usize = pubsub_hub::DEFAULT_SHARED_CONNECTIONS, env "PUBSUB_HUB_SHARED_CONNECTIONS", flag |f| f.serve.shared_connections, show plain;
+        /// Redis Cluster seed nodes; when set, the dashboard runs on the cluster.
+        cluster_nodes: Vec<String> = Vec::new(), env "PUBSUB_HUB_CLUSTER_NODES", flag |f| (!f.serve.cluster_nodes.is_empty()).then(|| f.serve.cluster_nodes.clone()), show urls;
     }
 }
 
@@ -532,6 +589,21 @@ impl Config {
             max_name_bytes: l.max_name_bytes.value,
             max_target_bytes: l.max_target_bytes.value,
             max_publish_count: l.max_publish_count.value,
+            max_listed_channels: l.max_listed_channels.value,
+            header_read_timeout: std::time::Duration::from_millis(l.header_read_timeout_ms.value),
+            body_read_timeout: std::time::Duration::from_millis(l.body_read_timeout_ms.value),
+            max_connections: l.max_connections.value,
+        }
+    }
+
+    /// The dashboard hub's connection mode.
+    pub fn connection_mode(&self) -> pubsub_hub::ConnectionMode {
+        let d = &self.dashboard;
+        match d.mode.value {
+            ModeName::Dedicated => pubsub_hub::ConnectionMode::Dedicated,
+            ModeName::Shared => pubsub_hub::ConnectionMode::Shared {
+                connections: d.shared_connections.value.max(1),
+            },
         }
     }
 

@@ -1232,3 +1232,51 @@ fn the_config_file_reaches_the_dashboard() {
     serve.signal("TERM");
     assert_eq!(serve.wait(WAIT), Some(0));
 }
+
+#[test]
+fn serve_runs_in_shared_mode_and_on_a_cluster_when_told() {
+    // Shared mode from the environment: the three seeded subscribers over two connections.
+    let server = RedisServer::start();
+    let mut c = bin_at(&server);
+    c.env("PUBSUB_HUB_MODE", "shared")
+        .args(["serve", "--shared-connections", "2"]);
+    let (mut serve, port, _) = serve(c);
+    let (status, body) = http(port, "GET", "/state", &[]);
+    assert_eq!(status, 200, "{body}");
+    let state: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["mode"]["name"], "shared", "{}", state["mode"]);
+    assert_eq!(state["mode"]["numsub_counts"], "connections");
+    server.wait_until(WAIT, "two shared subscriber connections", || {
+        server
+            .client_list()
+            .iter()
+            .filter(|c| c.is_pubsub())
+            .count()
+            == 2
+    });
+    serve.signal("TERM");
+    assert_eq!(serve.wait(WAIT), Some(0));
+
+    // A cluster from repeated --cluster-node flags.
+    let cluster = pubsub_hub_testkit::RedisCluster::start(3, 0);
+    let mut c = bin();
+    c.args(["serve", "--port", "0"]);
+    for url in cluster.node_urls() {
+        c.args(["--cluster-node", &url]);
+    }
+    let mut serve = Running::spawn(c);
+    let listening = serve.next_line("listening line");
+    assert!(
+        listening.starts_with("Redis pub/sub demo server listening on http://"),
+        "{listening}"
+    );
+    let using = serve.next_line("redis line");
+    assert!(using.starts_with("Using Redis Cluster at "), "{using}");
+    let port: u16 = listening.rsplit_once(':').unwrap().1.parse().unwrap();
+    let (status, body) = http(port, "GET", "/state", &[]);
+    assert_eq!(status, 200, "{body}");
+    let state: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["mode"]["cluster"], true, "{}", state["mode"]);
+    serve.signal("TERM");
+    assert_eq!(serve.wait(WAIT), Some(0));
+}

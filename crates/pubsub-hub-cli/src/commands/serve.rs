@@ -18,9 +18,14 @@ pub fn options(target: &RedisTarget, config: &Config) -> DashboardOptions {
         embedded_fallback: config.redis.embedded_fallback.value,
         redis_ca_file: target.ca_file().map(ToOwned::to_owned),
         limits: config.web_limits(),
-        // The `[dashboard]` section's settings (connection mode and so on) go here.
+        mode: config.connection_mode(),
+        cluster_nodes: config.dashboard.cluster_nodes.value.clone(),
         ..DashboardOptions::default()
     };
+    if !opts.cluster_nodes.is_empty() {
+        // A cluster is reached through its nodes; the single-server address does not apply.
+        return opts;
+    }
     match target.host_port() {
         Some((host, port)) => {
             opts.redis_host = host.to_owned();
