@@ -87,8 +87,8 @@ pub use limits::Limits;
 pub use metrics::Metrics;
 pub use openapi::ApiDoc;
 pub use server::{
-    DEFAULT_SUBSCRIPTIONS, Dashboard, DashboardError, DashboardOptions, dashboard_hub_config,
-    run_dashboard, seed_defaults, serve, serve_with_state, shutdown_signal,
+    DASHBOARD_BUFFER_MAX_BYTES, DEFAULT_SUBSCRIPTIONS, Dashboard, DashboardError, DashboardOptions,
+    dashboard_hub_config, run_dashboard, seed_defaults, serve, serve_with_state, shutdown_signal,
 };
 pub use state::{
     DEFAULT_PAYLOAD_DISPLAY_BYTES, MAX_MESSAGES_PER_SUBSCRIPTION, app_state_document, build_state,

@@ -245,13 +245,20 @@ impl std::error::Error for DashboardError {
     }
 }
 
+/// Payload bytes each subscriber's ring buffer keeps in the dashboard (the newest message
+/// always stays). The page shows 15 messages cut to 2 KiB each, so 256 KiB is plenty, and
+/// it bounds memory to `max_subscriptions` x 256 KiB whatever other clients publish.
+pub const DASHBOARD_BUFFER_MAX_BYTES: usize = 256 * 1024;
+
 /// The hub configuration the dashboard uses: the library's defaults with
-/// [`DASHBOARD_COMMAND_TIMEOUT`] and [`DASHBOARD_MAX_SUBSCRIPTIONS`].
+/// [`DASHBOARD_COMMAND_TIMEOUT`], [`DASHBOARD_MAX_SUBSCRIPTIONS`] and
+/// [`DASHBOARD_BUFFER_MAX_BYTES`].
 pub fn dashboard_hub_config() -> HubConfig {
     HubConfig::default()
         .with_command_timeout(DASHBOARD_COMMAND_TIMEOUT)
         .with_connect_timeout(DASHBOARD_COMMAND_TIMEOUT)
         .with_max_subscriptions(DASHBOARD_MAX_SUBSCRIPTIONS)
+        .with_buffer_max_bytes(DASHBOARD_BUFFER_MAX_BYTES)
 }
 
 /// Creates the [`DEFAULT_SUBSCRIPTIONS`]. Stops at the first failure.

@@ -196,6 +196,51 @@ async fn state_lists_a_bounded_number_of_the_servers_channels() {
     hub.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_foreign_messages_do_not_pile_up_in_the_ring_buffers() {
+    let server = RedisServer::start();
+    let hub = PubSubHub::with_config(server.client(), dashboard_hub_config())
+        .await
+        .unwrap();
+    seed_defaults(&hub).await.unwrap();
+    let listener = hub.get_subscription("orders-listener").unwrap();
+    // Another client publishes 20 messages of 200 KB, far over our own /publish limit.
+    let big = vec![b'x'; 200_000];
+    let mut conn = server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("orders:new")
+            .arg(&big)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    pubsub_hub_testkit::wait_until_async(WAIT, "all 20 received", || async {
+        listener.received_total() == 20
+    })
+    .await;
+    let kept: usize = listener
+        .messages(None)
+        .iter()
+        .map(|m| m.payload.len())
+        .sum();
+    assert!(
+        kept <= pubsub_hub_web::DASHBOARD_BUFFER_MAX_BYTES,
+        "{kept} bytes kept"
+    );
+    assert_eq!(listener.messages(None).len(), 1, "only the newest fits");
+    let state = common_state(&router(AppState::new(hub.clone()))).await;
+    assert!(
+        state.to_string().len() < 64 * 1024,
+        "the page gets a cut copy"
+    );
+    hub.shutdown().await;
+}
+
 async fn common_state(app: &axum::Router) -> Value {
     use tower::ServiceExt;
     let request = axum::http::Request::get("/state")
