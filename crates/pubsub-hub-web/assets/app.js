@@ -293,6 +293,25 @@
     return item;
   }
 
+  // Binary payloads come as base64: show their first bytes as hex with a printable-ASCII
+  // column, like `xxd`, so a reader can tell what they are.
+  const HEX_PREVIEW_BYTES = 32;
+  function hexPreview(b64) {
+    let bin;
+    try {
+      bin = atob(b64);
+    } catch {
+      return b64; // cut mid-group by the display limit: show it as it is
+    }
+    const head = bin.slice(0, HEX_PREVIEW_BYTES);
+    const hex = Array.from(head, c => c.charCodeAt(0).toString(16).padStart(2, '0')).join(' ');
+    const ascii = Array.from(head, c => {
+      const code = c.charCodeAt(0);
+      return code >= 0x20 && code < 0x7f ? c : '.';
+    }).join('');
+    return `${hex}${bin.length > HEX_PREVIEW_BYTES ? ' …' : ''}  |${ascii}|`;
+  }
+
   function renderPayload(m) {
     const box = el('div', 'payload');
     const p = m.payload;
@@ -301,8 +320,9 @@
       && Object.keys(p).length === 3;
 
     if (m.encoding === 'base64') {
-      box.append(el('span', 'tag tag-binary', 'binary · base64'));
-      box.append(el('code', 'payload-text mono', p));
+      box.append(el('span', 'tag tag-binary', `binary · ${formatBytes(m.size ?? 0)}`));
+      box.append(el('code', 'payload-text mono', hexPreview(p)));
+      box.append(el('code', 'payload-raw mono', `base64 ${p}`));
     } else if (isEnvelope) {
       const body = typeof p.body === 'string' ? p.body : JSON.stringify(p.body);
       box.append(el('span', 'payload-text', body));

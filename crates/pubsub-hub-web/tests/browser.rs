@@ -6,9 +6,10 @@
 //! The screenshots land in `target/artifacts/`.
 //!
 //! The scenario may ask this side for things a page cannot do to itself: it prints
-//! `control: <request>` and waits for one line of answer on its stdin. The one request is
+//! `control: <request>` and waits for one line of answer on its stdin. The requests are
 //! `restart-server`: stop serving (which ends every open push stream, as a server restart
-//! does) and serve again on the same port with the same hub.
+//! does) and serve again on the same port with the same hub; and `publish-binary`: publish
+//! bytes that are not UTF-8 to `orders:new`, which the page's form cannot.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -194,6 +195,10 @@ async fn dashboard_works_in_headless_chromium() {
                     serving.stop().await;
                     serving = Serving::start(rebind(addr).await, &hub);
                     stdin.write_all(b"restarted\n").await.unwrap();
+                }
+                Some("publish-binary") => {
+                    server.publish("orders:new", &[0xff, 0x00, 0x80, b'h', b'i']);
+                    stdin.write_all(b"published\n").await.unwrap();
                 }
                 Some(other) => panic!("unknown control request {other:?}"),
                 None => {}

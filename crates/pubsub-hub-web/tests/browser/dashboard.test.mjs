@@ -179,6 +179,15 @@ try {
   await page.locator('#toast', { hasText: 'already exists' }).waitFor({ timeout: STEP_TIMEOUT });
   step('a duplicate name shows the server\'s error message');
 
+  // -- a binary payload (published by the test's Rust side) is shown as hex -----------------
+  assert.equal(await control('publish-binary'), 'published');
+  const binary = card('orders-listener').locator('.msg', { hasText: 'binary' }).first();
+  await binary.waitFor({ timeout: STEP_TIMEOUT });
+  assert.equal(await binary.locator('.tag-binary').textContent(), 'binary · 5 B');
+  assert.equal(await binary.locator('.payload-text').textContent(), 'ff 00 80 68 69  |...hi|');
+  assert.equal(await binary.locator('.payload-raw').textContent(), 'base64 /wCAaGk=');
+  step('a binary payload shows its size, a hex and ASCII preview, and the exact base64');
+
   // -- a representative screenshot ---------------------------------------------------------
   await subscribe('audit-log', 'pattern', 'orders:*, billing:*');
   await publish('orders:new', '{"order_id": 42, "total": 199.0}', 3);
