@@ -9,8 +9,8 @@ pub const DEFAULT_BUFFER_SIZE: usize = 50;
 /// always kept, whatever its size.
 pub const DEFAULT_BUFFER_MAX_BYTES: usize = 1024 * 1024;
 /// Events a [`Consumer`](crate::Consumer) may fall behind by before it gets
-/// [`Event::Lagged`](crate::Event::Lagged). Exact (not rounded); a queue holds memory only
-/// for the events waiting in it.
+/// [`Event::Lagged`](crate::Event::Lagged). Exact (not rounded); a queue's memory grows only
+/// as far as its consumer ever fell behind.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 /// Bound on every Redis command (publish, introspection, SUBSCRIBE, PING).
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);

@@ -3,8 +3,10 @@
 //! The socket reader pushes and never waits; when the queue is full the oldest event is
 //! dropped and counted, and the consumer's next read is [`Event::Lagged`] with that count,
 //! as with tokio's `broadcast`. Unlike `broadcast`, which allocates every slot when the
-//! channel is made (about 48 KiB at the default capacity), the queue only holds memory for
-//! the events actually waiting, so ten thousand idle consumers cost almost nothing.
+//! channel is made (about 48 KiB at the default capacity), the queue grows only as far as
+//! its consumer ever fell behind (never past the bound), so ten thousand consumers that keep
+//! up cost almost nothing. It does not shrink again: a queue that drains and refills in
+//! bursts would otherwise reallocate on every burst.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -12,9 +14,6 @@ use std::sync::Mutex;
 use tokio::sync::Notify;
 
 use crate::subscription::Event;
-
-/// Above this many slots an emptied queue gives its memory back.
-const KEEP_SLOTS: usize = 64;
 
 pub(crate) struct EventQueue {
     capacity: usize,
@@ -82,12 +81,7 @@ impl EventQueue {
             return Ok(Event::Lagged(std::mem::take(&mut st.missed)));
         }
         match st.events.pop_front() {
-            Some(event) => {
-                if st.events.is_empty() && st.events.capacity() > KEEP_SLOTS {
-                    st.events.shrink_to(KEEP_SLOTS);
-                }
-                Ok(event)
-            }
+            Some(event) => Ok(event),
             None => Err(st.closed),
         }
     }
@@ -145,12 +139,16 @@ mod tests {
     #[test]
     fn memory_follows_the_backlog() {
         let queue = EventQueue::new(10_000);
-        assert_eq!(queue.lock().events.capacity(), 0);
-        for _ in 0..5_000 {
+        assert_eq!(queue.lock().events.capacity(), 0, "nothing before the first event");
+        for _ in 0..100 {
+            queue.push(Event::Reconnected);
+            queue.try_pop().unwrap();
+        }
+        assert!(queue.lock().events.capacity() < 16, "a consumer that keeps up");
+        for _ in 0..20_000 {
             queue.push(Event::Reconnected);
         }
-        while queue.try_pop().is_ok() {}
-        assert!(queue.lock().events.capacity() <= KEEP_SLOTS);
+        assert!(queue.lock().events.capacity() < 2 * 10_000, "never past the bound");
     }
 
     #[tokio::test]
