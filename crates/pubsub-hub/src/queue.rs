@@ -139,16 +139,26 @@ mod tests {
     #[test]
     fn memory_follows_the_backlog() {
         let queue = EventQueue::new(10_000);
-        assert_eq!(queue.lock().events.capacity(), 0, "nothing before the first event");
+        assert_eq!(
+            queue.lock().events.capacity(),
+            0,
+            "nothing before the first event"
+        );
         for _ in 0..100 {
             queue.push(Event::Reconnected);
             queue.try_pop().unwrap();
         }
-        assert!(queue.lock().events.capacity() < 16, "a consumer that keeps up");
+        assert!(
+            queue.lock().events.capacity() < 16,
+            "a consumer that keeps up"
+        );
         for _ in 0..20_000 {
             queue.push(Event::Reconnected);
         }
-        assert!(queue.lock().events.capacity() < 2 * 10_000, "never past the bound");
+        assert!(
+            queue.lock().events.capacity() < 2 * 10_000,
+            "never past the bound"
+        );
     }
 
     #[tokio::test]
