@@ -101,24 +101,6 @@ integer_values!(
     usize => "a non-negative integer"
 );
 
-impl Value for ModeName {
-    const EXPECTED: &'static str = "dedicated or shared";
-    fn parse_text(text: &str) -> Option<Self> {
-        match text {
-            "dedicated" => Some(ModeName::Dedicated),
-            "shared" => Some(ModeName::Shared),
-            _ => None,
-        }
-    }
-    fn to_toml(&self) -> Option<String> {
-        let name = match self {
-            ModeName::Dedicated => "dedicated",
-            ModeName::Shared => "shared",
-        };
-        name.to_owned().to_toml()
-    }
-}
-
 /// A list: comma-separated in an environment variable, an array in the file.
 impl Value for Vec<String> {
     const EXPECTED: &'static str = "a comma-separated list";
@@ -137,23 +119,36 @@ impl Value for Vec<String> {
     }
 }
 
-impl Value for LogFormat {
-    const EXPECTED: &'static str = "text or json";
-    fn parse_text(text: &str) -> Option<Self> {
-        match text {
-            "text" => Some(LogFormat::Text),
-            "json" => Some(LogFormat::Json),
-            _ => None,
+/// A `Value` for an enum of unit variants, each with its name in the file and variables.
+macro_rules! named_values {
+    ($ty:ty, $expected:literal, { $($name:literal => $variant:path),* $(,)? }) => {
+        impl Value for $ty {
+            const EXPECTED: &'static str = $expected;
+            fn parse_text(text: &str) -> Option<Self> {
+                match text {
+                    $($name => Some($variant),)*
+                    _ => None,
+                }
+            }
+            fn to_toml(&self) -> Option<String> {
+                let name = match self {
+                    $($variant => $name,)*
+                };
+                name.to_owned().to_toml()
+            }
         }
-    }
-    fn to_toml(&self) -> Option<String> {
-        let name = match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        };
-        name.to_owned().to_toml()
-    }
+    };
 }
+
+named_values!(LogFormat, "text or json", {
+    "text" => LogFormat::Text,
+    "json" => LogFormat::Json,
+});
+
+named_values!(ModeName, "dedicated or shared", {
+    "dedicated" => ModeName::Dedicated,
+    "shared" => ModeName::Shared,
+});
 
 /// A setting without a default: unset unless some layer sets it.
 impl<T: Value> Value for Option<T> {
