@@ -409,11 +409,19 @@ impl PubSubHub {
 
     fn count_channel(&self, channel: &str) {
         let counts = &self.inner.channel_published;
-        if let Some(n) = read(counts).by_channel.get(channel) {
-            n.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         let max = self.inner.config.max_tracked_channels;
+        {
+            let known = read(counts);
+            if let Some(n) = known.by_channel.get(channel) {
+                n.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            if known.by_channel.len() >= max {
+                known.other.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        // A new channel with room left: the write side, checked again.
         let mut counts = write(counts);
         let counts = &mut *counts;
         if let Some(n) = counts.by_channel.get(channel) {
