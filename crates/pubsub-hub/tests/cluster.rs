@@ -374,6 +374,63 @@ async fn shard_subscriptions_survive_a_node_restart() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_master_holds_up_no_message_from_the_others() {
+    // Without full coverage the other masters keep serving while one is marked failed.
+    let cluster = RedisCluster::start_with_args(3, 0, &["--cluster-require-full-coverage", "no"]);
+    let hub = cluster_hub(&cluster, HubConfig::default()).await;
+    let (stalled, stalled_port) = channel_on(&cluster, 0, "stall:");
+    let (healthy, _) = channel_on(&cluster, 1, "stall:");
+    let sub = hub
+        .ssubscribe("both", vec![stalled.clone(), healthy.clone()])
+        .await
+        .unwrap();
+    let mut events = sub.consumer();
+    // DEBUG SLEEP blocks its caller too, so it runs in a process of its own.
+    let mut sleeper = std::process::Command::new("redis-cli")
+        .args(["-p", &stalled_port.to_string(), "DEBUG", "SLEEP", "6"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-cli runs");
+    // The keep-alive PING to the stalled master times out; its recovery (topology refresh,
+    // resubscribe, each waiting out time-outs on that node) keeps the link task busy.
+    assert!(matches!(
+        next_connection_event(&mut events).await,
+        Event::Disconnected { .. }
+    ));
+    // Meanwhile what the healthy master sends arrives at once, not after the recovery
+    // attempts: sampled every 200 ms over 3 s of the stall, so that some samples fall
+    // while an attempt is waiting on the stalled node.
+    let mut pace = tokio::time::interval(Duration::from_millis(200));
+    let mut slowest = Duration::ZERO;
+    for n in 0..15 {
+        pace.tick().await;
+        let sent = Instant::now();
+        assert_eq!(hub.spublish(&healthy, &json!(n)).await.unwrap(), 1);
+        assert_eq!(next_message(&mut events).await.payload, json!(n));
+        slowest = slowest.max(sent.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(800),
+        "slowest delivery {slowest:?}"
+    );
+    // The stall outlasted the samples: the recovery was under way the whole time (without
+    // direct delivery the slowest sample waits seconds for the first attempt to give up).
+    assert!(
+        matches!(sub.status(), SubscriptionStatus::Reconnecting { .. }),
+        "still recovering: {:?}",
+        sub.status()
+    );
+    let _ = sleeper.wait();
+    assert!(matches!(
+        next_connection_event(&mut events).await,
+        Event::Reconnected
+    ));
+    spublish_until(&hub, &stalled, &json!("back"), 1).await;
+    assert_eq!(next_message(&mut events).await.payload, json!("back"));
+    hub.shutdown().await;
+}
+
 /// The node a plain or pattern subscription's link is on, as the nodes see it (`sub=` and
 /// `psub=` in CLIENT LIST), asking every node but `down`; the test's hub holds one such
 /// link per kind.
