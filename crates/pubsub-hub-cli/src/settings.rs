@@ -458,7 +458,7 @@ pub fn parse_file(text: &str) -> Result<file::FileConfig, String> {
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let message = crate::error::one_line(inner.message());
+        let message = without_value(&crate::error::one_line(inner.message()));
         let at = line_of(inner.span());
         if path.is_empty() || path == "." {
             format!("{message}{at}")
@@ -466,6 +466,20 @@ pub fn parse_file(text: &str) -> Result<file::FileConfig, String> {
             format!("{path}: {message}{at}")
         }
     })
+}
+
+/// A serde type error without the value it quotes (`invalid type: string "...", expected
+/// a sequence` becomes `invalid type: string, expected a sequence`): the value may be a
+/// token or a URL with a password.
+fn without_value(message: &str) -> String {
+    if let Some((head, expected)) = message.split_once(", expected")
+        && let Some((label, found)) = head.split_once(": ")
+        && (label == "invalid type" || label == "invalid value" || label == "invalid length")
+    {
+        let kind = found.split_whitespace().next().unwrap_or(found);
+        return format!("{label}: {kind}, expected{expected}");
+    }
+    message.to_owned()
 }
 
 /// For a syntax error at byte `at`: the `section.key` whose line it is on, when that line
@@ -524,14 +538,18 @@ impl Config {
 
     /// Checks the values that have a valid type but are still unusable.
     fn check(&self) -> Result<(), CliError> {
-        let count = &self.limits.max_publish_count;
-        if count.value == 0 {
-            return Err(self.invalid(
-                "limits",
-                "max_publish_count",
-                count.source,
-                "must be at least 1",
-            ));
+        if let Err(why) = self.web_limits().validate() {
+            // The web crate names the limit; find its key (the time-outs carry `_ms` here).
+            let entry = self
+                .entries()
+                .into_iter()
+                .filter(|e| e.section == "limits")
+                .find(|e| {
+                    let name = e.key.strip_suffix("_ms").unwrap_or(e.key);
+                    why.split_whitespace().any(|w| w == name)
+                });
+            let (key, source) = entry.map_or(("limits", Source::Default), |e| (e.key, e.source));
+            return Err(self.invalid("limits", key, source, &why));
         }
         if let Some(filter) = &self.log.filter.value
             && let Err(e) = tracing_subscriber::EnvFilter::builder().parse(filter)
@@ -540,10 +558,19 @@ impl Config {
             return Err(self.invalid("log", "filter", source, &e.to_string()));
         }
         if let Some(token) = &self.server.token.value
-            && (token.trim().is_empty() || token.chars().any(char::is_control))
+            && let Err(why) = pubsub_hub_web::access::validate_token(token)
         {
             let source = self.server.token.source;
-            return Err(self.invalid("server", "token", source, "must be printable text"));
+            return Err(self.invalid("server", "token", source, &why));
+        }
+        if self.dashboard.shared_connections.value == 0 {
+            let source = self.dashboard.shared_connections.source;
+            return Err(self.invalid(
+                "dashboard",
+                "shared_connections",
+                source,
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -597,7 +624,7 @@ impl Config {
         match d.mode.value {
             ModeName::Dedicated => pubsub_hub::ConnectionMode::Dedicated,
             ModeName::Shared => pubsub_hub::ConnectionMode::Shared {
-                connections: d.shared_connections.value.max(1),
+                connections: d.shared_connections.value,
             },
         }
     }
@@ -743,6 +770,20 @@ mod tests {
         assert!(e.ends_with("(line 3)") && !e.contains("s3cret"), "{e}");
         let e = parse_file("[redis]\nport = 70000\n").unwrap_err();
         assert!(e.starts_with("redis.port: "), "{e}");
+        // A value of the wrong type is not repeated: it may be a secret.
+        let e = parse_file("[dashboard]\ncluster_nodes = \"redis://:pw-s3cret@h:7000/\"\n")
+            .unwrap_err();
+        assert!(
+            e.starts_with("dashboard.cluster_nodes: invalid type: string, expected"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = parse_file("[server]\ntoken = 12345678\n").unwrap_err();
+        assert!(
+            e.starts_with("server.token: invalid type: integer, expected"),
+            "{e}"
+        );
+        assert!(!e.contains("12345678"), "{e}");
     }
 
     #[test]
@@ -751,8 +792,26 @@ mod tests {
         let e = load(&none, &[], Some("[limits]\nmax_publish_count = 0\n")).unwrap_err();
         assert_eq!(
             e.message(),
-            "config /x.toml: limits.max_publish_count: must be at least 1"
+            "config /x.toml: limits.max_publish_count: the limit max_publish_count must be at least 1"
         );
+        let e = load(&none, &[("PUBSUB_HUB_MAX_CONNECTIONS", "0")], None).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "environment variable PUBSUB_HUB_MAX_CONNECTIONS: the limit max_connections must be at least 1"
+        );
+        let e = load(&none, &[], Some("[limits]\nbody_read_timeout_ms = 0\n")).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "config /x.toml: limits.body_read_timeout_ms: the limit body_read_timeout must be more than 0"
+        );
+        let e = load(&none, &[("PUBSUB_HUB_TOKEN", "a b")], None).unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("environment variable PUBSUB_HUB_TOKEN: "),
+            "{e}"
+        );
+        let e = load(&none, &[], Some("[dashboard]\nshared_connections = 0\n")).unwrap_err();
+        assert!(e.message().contains("dashboard.shared_connections"), "{e}");
         let e = load(&none, &[("RUST_LOG", "a=b=c")], None).unwrap_err();
         assert!(
             e.message().starts_with("environment variable RUST_LOG: "),

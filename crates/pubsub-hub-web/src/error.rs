@@ -50,7 +50,7 @@ pub enum ApiError {
     /// A change (`/subscribe`, `/unsubscribe`, `/reset`) waited too long for an earlier one
     /// that is stuck on a slow Redis: 503, nothing changed.
     Busy,
-    /// The request body stopped arriving
+    /// The request body did not arrive in time
     /// ([`Limits::body_read_timeout`](crate::Limits::body_read_timeout)): 408.
     BodyTimeout(String),
     /// Anything else: 500 (the details are logged).
@@ -219,21 +219,24 @@ where
         if declared.is_some_and(|n| n > max as u64) {
             return Err(too_large());
         }
-        let body = axum::body::to_bytes(req.into_body(), max)
-            .await
-            .map_err(|e| {
+        // One deadline for the whole body, so that a body dripped a byte at a time cannot
+        // hold the connection any longer than one that stopped.
+        let read = axum::body::to_bytes(req.into_body(), max);
+        let body = match tokio::time::timeout(app.limits.body_read_timeout, read).await {
+            Err(_) => {
+                return Err(ApiError::BodyTimeout(format!(
+                    "the request body did not arrive within {} ms (the limit body_read_timeout)",
+                    app.limits.body_read_timeout.as_millis()
+                )));
+            }
+            Ok(read) => read.map_err(|e| {
                 if is_length_limit(&e) {
                     too_large()
-                } else if is_body_timeout(&e) {
-                    ApiError::BodyTimeout(format!(
-                        "the request body stopped arriving: nothing came for {} ms (the limit \
-                         body_read_timeout)",
-                        app.limits.body_read_timeout.as_millis()
-                    ))
                 } else {
                     ApiError::bad_request("the request body could not be read")
                 }
-            })?;
+            })?,
+        };
         let pairs = decode_form(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let mut fields = serde_json::Map::new();
         for (name, value) in pairs {
@@ -257,18 +260,6 @@ fn is_form_content_type(value: &HeaderValue) -> bool {
     };
     let essence = text.split(';').next().unwrap_or_default().trim();
     essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
-}
-
-/// True when reading the body failed because no byte came within the body timeout.
-fn is_body_timeout(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.is::<tower_http::timeout::TimeoutError>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }
 
 /// True when reading the body failed because it is longer than the limit.

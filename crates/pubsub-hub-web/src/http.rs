@@ -7,11 +7,14 @@
 //! - hyper's HTTP/1 connection, given a timer, closes a connection whose request head has
 //!   not arrived within `header_read_timeout`; the same bound applies while an idle
 //!   keep-alive connection waits for its next request;
-//! - the request body goes through tower-http's `TimeoutBody`: when no byte arrives for
-//!   `body_read_timeout` reading it fails, the form extractor answers 408 and hyper closes
-//!   the connection (the rest of that body can never be read);
+//! - the form extractor reads a request body within `body_read_timeout` as a whole (a body
+//!   dripped a byte at a time gets no longer than one that stopped), else answers 408, and
+//!   hyper closes the connection (the rest of that body can never be read);
 //! - at most `max_connections` connections are served at once; one more is answered with a
-//!   503 JSON error and closed, so a client sees why instead of hanging in the backlog.
+//!   503 JSON error and closed, so a client sees why instead of hanging in the backlog (at
+//!   most [`MAX_REFUSALS`] such answers at a time; beyond that a connection is just closed);
+//! - after the shutdown grace period, connections still open are aborted, so no task or
+//!   socket outlives [`crate::serve`].
 //!
 //! The router ([`crate::router`]) is the same with or without this layer, so the `oneshot`
 //! tests exercise every route; the timeouts and the cap are tested on real sockets.
@@ -27,8 +30,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tower::ServiceBuilder;
-use tower_http::timeout::RequestBodyTimeoutLayer;
+use tokio::task::JoinSet;
 
 use crate::app::{AppState, router};
 use crate::limits::Limits;
@@ -41,6 +43,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// reading what the client sent, so that closing does not reset the connection before the
 /// client has read the answer).
 const REFUSAL_TIME: Duration = Duration::from_secs(1);
+
+/// Most connections over the cap being answered at once; beyond that they are closed
+/// without an answer, so a flood cannot pile up tasks and file descriptors.
+pub const MAX_REFUSALS: usize = 64;
 
 /// Pause after a failed `accept` (out of file descriptors, say) before the next one, so the
 /// loop does not spin while the condition lasts.
@@ -56,19 +62,20 @@ pub(crate) async fn serve_bounded(
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
     let limits: Arc<Limits> = Arc::clone(&state.limits);
-    let service = ServiceBuilder::new()
-        .layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout))
-        .service(router(state));
-    let service = TowerToHyperService::new(service);
+    let service = TowerToHyperService::new(router(state));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let graceful = GracefulShutdown::new();
+    // Every connection's task, so the ones left after the grace period can be aborted.
+    let mut connections = JoinSet::new();
 
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -82,12 +89,18 @@ pub(crate) async fn serve_bounded(
         let _ = stream.set_nodelay(true);
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tracing::warn!(%peer, limit = limits.max_connections, "refusing a connection over max_connections");
-            tokio::spawn(refuse(stream, limits.max_connections));
+            if let Ok(refusal) = Arc::clone(&refusals).try_acquire_owned() {
+                let limit = limits.max_connections;
+                connections.spawn(async move {
+                    refuse(stream, limit).await;
+                    drop(refusal);
+                });
+            }
             continue;
         };
         let connection = http.serve_connection(TokioIo::new(stream), service.clone());
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -103,6 +116,7 @@ pub(crate) async fn serve_bounded(
     {
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still open after the grace period; stopping anyway");
     }
+    connections.shutdown().await;
     Ok(())
 }
 

@@ -40,8 +40,8 @@ pub const DEFAULT_MAX_LISTED_CHANNELS: usize = 1_000;
 /// how long an idle keep-alive connection is kept waiting for its next request (10 s).
 /// After it the connection is closed.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a request body may go without a byte arriving (10 s); then the answer is a 408
-/// and the connection is closed.
+/// How long a request body may take to arrive, as a whole (10 s); then the answer is a
+/// 408 and the connection is closed.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most HTTP connections open at once (512). Every open page holds one for its push stream
 /// and browsers open a few more; beyond the bound a new connection is answered with a 503
@@ -74,7 +74,7 @@ pub struct Limits {
     /// Bound on receiving a request head, and on an idle keep-alive connection
     /// ([`DEFAULT_HEADER_READ_TIMEOUT`]).
     pub header_read_timeout: Duration,
-    /// Bound on a request body's silence ([`DEFAULT_BODY_READ_TIMEOUT`]): 408.
+    /// Bound on receiving a whole request body ([`DEFAULT_BODY_READ_TIMEOUT`]): 408.
     pub body_read_timeout: Duration,
     /// Most connections open at once ([`DEFAULT_MAX_CONNECTIONS`]): 503 beyond.
     pub max_connections: usize,
@@ -99,6 +99,43 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Checks that every limit can serve a request: counts, sizes and time-outs at least 1,
+    /// and `max_connections` within what a semaphore holds. The error names the limit.
+    pub fn validate(&self) -> Result<(), String> {
+        let counts = [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_message_bytes", self.max_message_bytes),
+            ("max_subscriptions", self.max_subscriptions),
+            (
+                "max_targets_per_subscription",
+                self.max_targets_per_subscription,
+            ),
+            ("max_name_bytes", self.max_name_bytes),
+            ("max_target_bytes", self.max_target_bytes),
+            ("max_publish_count", self.max_publish_count as usize),
+            ("max_listed_channels", self.max_listed_channels),
+            ("max_connections", self.max_connections),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            return Err(format!("the limit {name} must be at least 1"));
+        }
+        let max_permits = tokio::sync::Semaphore::MAX_PERMITS;
+        if self.max_connections > max_permits {
+            return Err(format!(
+                "the limit max_connections must be at most {max_permits}"
+            ));
+        }
+        for (name, d) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("the limit {name} must be more than 0"));
+            }
+        }
+        Ok(())
+    }
+
     /// A 413 naming a size limit: `what is N bytes; the limit max_x is M bytes`.
     pub(crate) fn too_large(what: &str, size: usize, limit: &str, max: usize) -> ApiError {
         ApiError::PayloadTooLarge(format!(

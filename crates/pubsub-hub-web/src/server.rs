@@ -296,6 +296,9 @@ impl Dashboard {
         if let Some(token) = &opts.token {
             validate_token(token).map_err(DashboardError::InvalidOptions)?;
         }
+        opts.limits
+            .validate()
+            .map_err(DashboardError::InvalidOptions)?;
         let cluster = !opts.cluster_nodes.is_empty();
         if cluster && (opts.redis_url.is_some() || opts.redis_ca_file.is_some()) {
             return Err(DashboardError::InvalidOptions(

@@ -342,6 +342,40 @@ async fn a_request_that_stops_arriving_is_cut_off() {
     assert!(closed >= SHORT - Duration::from_millis(50), "{closed:?}");
     assert!(closed < SHORT + Duration::from_secs(1), "{closed:?}");
 
+    // A body dripped a byte every 100 ms: each byte is in time, the whole is not. One
+    // deadline covers the body, so it gets the same 408 after the same time.
+    let mut stream = TcpStream::connect(live.addr).await.unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(
+            b"POST /publish HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let dripper = {
+        let (mut reader, mut writer) = stream.into_split();
+        let drip = tokio::spawn(async move {
+            let mut pace = tokio::time::interval(Duration::from_millis(100));
+            for _ in 0..50 {
+                pace.tick().await;
+                if writer.write_all(b"x").await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut raw = Vec::new();
+        let read = tokio::time::timeout(WAIT, reader.read_to_end(&mut raw)).await;
+        drip.abort();
+        assert!(read.is_ok(), "the dripped body was never cut off");
+        (raw, started.elapsed())
+    };
+    let (raw, closed) = dripper;
+    let text = String::from_utf8_lossy(&raw);
+    eprintln!("a dripped body: answered and closed after {closed:?}");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(closed < SHORT + Duration::from_secs(1), "{closed:?}");
+
     // An idle keep-alive connection after a complete exchange is closed as well.
     let mut stream = TcpStream::connect(live.addr).await.unwrap();
     stream

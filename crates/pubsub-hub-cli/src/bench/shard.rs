@@ -202,6 +202,7 @@ impl BenchCluster {
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .kill_on_drop(true)
             .output();
         let out = tokio::time::timeout(CLUSTER_READY, out)
             .await

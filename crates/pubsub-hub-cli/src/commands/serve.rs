@@ -44,7 +44,21 @@ pub async fn run(
     print_config: bool,
 ) -> Result<(), CliError> {
     if print_config {
-        let in_use = format!("{} (from {})", target.display(), target.source().as_str());
+        let nodes = &config.dashboard.cluster_nodes;
+        let in_use = if nodes.value.is_empty() {
+            format!("{} (from {})", target.display(), target.source().as_str())
+        } else {
+            let shown: Vec<String> = nodes
+                .value
+                .iter()
+                .map(|u| crate::config::redact_url(u))
+                .collect();
+            format!(
+                "a Redis Cluster through {} (from {})",
+                shown.join(", "),
+                nodes.source.as_str()
+            )
+        };
         print!("{}", config.render(&in_use));
         return Ok(());
     }
