@@ -1280,3 +1280,75 @@ fn serve_runs_in_shared_mode_and_on_a_cluster_when_told() {
     serve.signal("TERM");
     assert_eq!(serve.wait(WAIT), Some(0));
 }
+
+#[test]
+fn subscribe_reports_lag_on_stderr_and_accounts_for_every_message() {
+    let server = RedisServer::start();
+    let mut cmd = bin_at(&server);
+    cmd.args(["subscribe", "flood"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("the process starts");
+    let err = lines(child.stderr.take().unwrap());
+    // Nobody reads stdout at first: once the pipe is full the printer blocks, the
+    // consumer's queue (1,024 events) fills, and the oldest events are dropped.
+    let (open_gate, gate) = mpsc::channel::<()>();
+    let stdout = child.stdout.take().unwrap();
+    let (line_tx, out) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = gate.recv();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let line = err.recv_timeout(WAIT).expect("the subscribed line");
+        if line.contains("subscribed to 1 channel: flood") {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+    server.wait_numsub("flood", 1, WAIT);
+    const TOTAL: usize = 4_000;
+    let payload = vec![b'p'; 1_000];
+    let mut conn = server.connection();
+    let mut pipe = redis::pipe();
+    for _ in 0..TOTAL {
+        pipe.cmd("PUBLISH").arg("flood").arg(&payload).ignore();
+    }
+    let () = pipe.query(&mut conn).expect("the flood is published");
+    open_gate.send(()).unwrap();
+
+    // Every message is either printed or counted in a "fell behind" line.
+    let (mut printed, mut dropped) = (0usize, 0usize);
+    let deadline = Instant::now() + WAIT;
+    while printed + dropped < TOTAL {
+        assert!(
+            Instant::now() < deadline,
+            "printed {printed} and dropped {dropped} of {TOTAL}"
+        );
+        while out.try_recv().is_ok() {
+            printed += 1;
+        }
+        while let Ok(line) = err.try_recv() {
+            if let Some(n) = line
+                .strip_prefix("pubsub-hub: fell behind: ")
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                dropped += n.parse::<usize>().expect("a count");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(printed + dropped, TOTAL);
+    assert!(dropped > 0, "the flood outran the blocked printer");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let output = wait_output(child, WAIT);
+    assert_eq!(output.status.code(), Some(0));
+}
