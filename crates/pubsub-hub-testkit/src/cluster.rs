@@ -124,10 +124,12 @@ impl RedisCluster {
     /// 16384 slots are assigned and every node agrees on who owns them, and
     /// every replica's link to its master is up.
     ///
-    /// Nodes `0..masters` are the masters (slots split evenly, in order);
-    /// the replicas of master `m` follow them. The cluster is formed with
-    /// `CLUSTER ADDSLOTSRANGE` / `MEET` / `REPLICATE`, so any number of
-    /// masters (even 1) works.
+    /// Nodes `0..masters` are the masters (slots split evenly, in order) and
+    /// the others their replicas, `replicas_per_master` each. With 3 masters or more the
+    /// cluster is formed by `redis-cli --cluster create` (with
+    /// `--cluster-replicas`), as an operator would; redis-cli refuses fewer
+    /// masters, so 1 or 2 are formed with `CLUSTER ADDSLOTSRANGE` / `MEET` /
+    /// `REPLICATE` instead.
     ///
     /// # Panics
     ///
@@ -171,6 +173,11 @@ impl RedisCluster {
                 .collect()
         });
         let cluster = RedisCluster { nodes };
+        if masters >= 3 {
+            cluster.create_with_redis_cli(replicas_per_master, password);
+            cluster.wait_healthy(FORM_TIMEOUT.saturating_sub(started.elapsed()));
+            return cluster;
+        }
 
         let ids: Vec<String> = cluster
             .nodes
@@ -232,6 +239,35 @@ impl RedisCluster {
 
         cluster.wait_healthy(FORM_TIMEOUT.saturating_sub(started.elapsed()));
         cluster
+    }
+
+    /// Joins every node with `redis-cli --cluster create`: the first `masters` nodes
+    /// become masters and redis-cli gives each `replicas_per_master` of the others.
+    fn create_with_redis_cli(&self, replicas_per_master: usize, password: Option<&str>) {
+        let mut cmd = std::process::Command::new("redis-cli");
+        if let Some(pw) = password {
+            cmd.args(["--no-auth-warning", "-a", pw]);
+        }
+        cmd.args(["--cluster", "create"]);
+        for node in &self.nodes {
+            cmd.arg(format!("{}:{}", node.host(), node.port()));
+        }
+        cmd.args(["--cluster-replicas", &replicas_per_master.to_string()])
+            .arg("--cluster-yes")
+            .stdin(std::process::Stdio::null());
+        let output = cmd.output().unwrap_or_else(|e| {
+            self.fail(&format!(
+                "cannot run redis-cli ({e}); it comes with redis-server (Debian: redis-tools)"
+            ))
+        });
+        if !output.status.success() {
+            self.fail(&format!(
+                "redis-cli --cluster create failed with {}:\n{}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
     }
 
     /// All nodes, in creation order (masters first), running or stopped.
