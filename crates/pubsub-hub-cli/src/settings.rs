@@ -439,7 +439,7 @@ fn pick<T: Value>(
 }
 
 /// Parses a configuration file's text. Errors are one line naming the key:
-/// `limits.max_message_bytes: invalid type: string "x", expected usize (line 7)`.
+/// `limits.max_message_bytes: invalid type: string, expected usize (line 7)`.
 pub fn parse_file(text: &str) -> Result<file::FileConfig, String> {
     let line_of = |span: Option<std::ops::Range<usize>>| {
         span.and_then(|s| text.get(..s.start))

@@ -953,7 +953,7 @@ fn bad_configuration_is_one_line_naming_the_key_and_exit_2() {
     for (text, expected) in [
         (
             "[limits]\nmax_message_bytes = \"big\"\n",
-            "limits.max_message_bytes: invalid type: string \"big\", expected usize (line 2)",
+            "limits.max_message_bytes: invalid type: string, expected usize (line 2)",
         ),
         (
             "[server]\nport = 1\nprot = 2\n",
@@ -961,7 +961,7 @@ fn bad_configuration_is_one_line_naming_the_key_and_exit_2() {
         ),
         (
             "[limits]\nmax_publish_count = 0\n",
-            "limits.max_publish_count: must be at least 1",
+            "limits.max_publish_count: the limit max_publish_count must be at least 1",
         ),
         ("[servre]\n", "servre: unknown field `servre`"),
         ("[server\n", "(line 1)"),
