@@ -107,11 +107,12 @@ impl ServerPublisher {
 }
 
 /// True for the errors a connection handshake ends with when Redis refuses it: redis-rs
-/// reports a refused `AUTH` as needing a reconnect (and a refused `HELLO ... AUTH` as
-/// `WRONGPASS`), yet its manager only reconnects after I/O errors. A command Redis refuses
-/// on a working connection (`NOPERM`, a wrong type) is not one of them.
+/// reports a refused `AUTH` as `AuthenticationFailed` (and a refused `HELLO ... AUTH` as
+/// `WRONGPASS`, a command on a connection that never authenticated as `NOAUTH`), yet its
+/// manager only reconnects after I/O errors. In each case the command was never executed,
+/// so running it again cannot publish twice; any other error (a reply that did not parse,
+/// `NOPERM`, a wrong type) may come after Redis executed it and is returned as it is.
 fn is_refused_handshake(e: &redis::RedisError) -> bool {
-    !e.is_io_error()
-        && (matches!(e.retry_method(), redis::RetryMethod::Reconnect)
-            || matches!(e.code(), Some("WRONGPASS" | "NOAUTH")))
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
 }
