@@ -299,6 +299,10 @@ async fn live_with_short_timeouts() -> Live {
     .await
 }
 
+/// The head of a form POST that announces a 100-byte body.
+const POST_OF_100_BYTES: &[u8] = b"POST /publish HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+    Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_stops_arriving_is_cut_off() {
     let live = live_with_short_timeouts().await;
@@ -325,14 +329,8 @@ async fn a_request_that_stops_arriving_is_cut_off() {
     // A body of 9 bytes where 100 were announced: a 408 that names the limit, then closed.
     let mut stream = TcpStream::connect(live.addr).await.unwrap();
     let started = Instant::now();
-    stream
-        .write_all(
-            b"POST /publish HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n\
-              channel=o",
-        )
-        .await
-        .unwrap();
+    stream.write_all(POST_OF_100_BYTES).await.unwrap();
+    stream.write_all(b"channel=o").await.unwrap();
     let (raw, closed) = read_until_closed(&mut stream, started).await;
     let text = String::from_utf8_lossy(&raw);
     eprintln!("9 of 100 body bytes: answered and closed after {closed:?}");
@@ -346,13 +344,7 @@ async fn a_request_that_stops_arriving_is_cut_off() {
     // deadline covers the body, so it gets the same 408 after the same time.
     let mut stream = TcpStream::connect(live.addr).await.unwrap();
     let started = Instant::now();
-    stream
-        .write_all(
-            b"POST /publish HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n",
-        )
-        .await
-        .unwrap();
+    stream.write_all(POST_OF_100_BYTES).await.unwrap();
     let dripper = {
         let (mut reader, mut writer) = stream.into_split();
         let drip = tokio::spawn(async move {
