@@ -54,6 +54,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// A flag value that must not be printed: a token, or a URL that may hold a password. Its
+/// `Debug` is `"***"`, so `{:?}` of the parsed command line shows no secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
 /// How the dashboard's subscribers use Redis connections.
 #[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -74,7 +92,7 @@ pub struct RedisArgs {
     /// Redis URL, e.g. redis://:password@host:6379/0 or rediss://... for TLS [env
     /// REDIS_URL; file redis.url]. Beats --redis-host/--redis-port from the same layer.
     #[arg(long, global = true, help_heading = "Redis", value_name = "URL")]
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Secret>,
 
     /// Redis host [env REDIS_HOST; file redis.host; default localhost].
     #[arg(long, global = true, help_heading = "Redis", value_name = "HOST")]
@@ -134,7 +152,7 @@ pub struct ServeArgs {
     /// Bearer TOKEN` (or the cookie /?token=TOKEN sets) [env PUBSUB_HUB_TOKEN; file
     /// server.token]. Prefer the environment: flags are visible to other local users.
     #[arg(long, value_name = "TOKEN", help_heading = "Access")]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
 
     /// Listen on a non-loopback address WITHOUT a token, so anyone who can reach it can
     /// read and publish every message [env PUBSUB_HUB_INSECURE_NO_AUTH; file

@@ -234,7 +234,7 @@ macro_rules! settings {
 
             $(
                 $(#[doc = $sdoc])*
-                #[derive(Debug, Default, Deserialize)]
+                #[derive(Default, Deserialize)]
                 #[serde(deny_unknown_fields)]
                 pub struct $Section {
                     $(
@@ -247,12 +247,46 @@ macro_rules! settings {
 
         $(
             $(#[doc = $sdoc])*
-            #[derive(Debug, Clone, PartialEq, Eq)]
+            #[derive(Clone, PartialEq, Eq)]
             pub struct $Section {
                 $(
                     $(#[doc = $doc])*
                     pub $key: Setting<$ty>,
                 )*
+            }
+
+            /// Each value as `--print-config` shows it (secrets masked), with its source.
+            impl std::fmt::Debug for $Section {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    let mut d = f.debug_struct(stringify!($Section));
+                    $(
+                        d.field(
+                            stringify!($key),
+                            &format_args!(
+                                "{} ({})",
+                                $show(&self.$key.value).unwrap_or_else(|| "unset".into()),
+                                self.$key.source.as_str()
+                            ),
+                        );
+                    )*
+                    d.finish()
+                }
+            }
+
+            /// Each value as `--print-config` would show it (secrets masked).
+            impl std::fmt::Debug for file::$Section {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    let mut d = f.debug_struct(stringify!($Section));
+                    $(
+                        if let Some(value) = &self.$key {
+                            d.field(
+                                stringify!($key),
+                                &format_args!("{}", $show(value).unwrap_or_default()),
+                            );
+                        }
+                    )*
+                    d.finish()
+                }
             }
         )*
 
@@ -324,14 +358,14 @@ settings! {
         /// Port the dashboard binds to (0 picks a free one).
         port: u16 = 8103, env "PUBSUB_HUB_PORT", flag |f| f.serve.port, show plain;
         /// The access token every route but the health checks requires.
-        token: Option<String> = None, env "PUBSUB_HUB_TOKEN", flag |f| f.serve.token.clone().map(Some), show secret;
+        token: Option<String> = None, env "PUBSUB_HUB_TOKEN", flag |f| f.serve.token.clone().map(|t| Some(t.0)), show secret;
         /// Serve beyond loopback without a token.
         insecure_no_auth: bool = false, env "PUBSUB_HUB_INSECURE_NO_AUTH", flag |f| f.serve.insecure_no_auth.then_some(true), show plain;
     }
     /// `[redis]`: the Redis server.
     [redis] Redis {
         /// A full Redis URL; competes with host/port by layer, and wins within one.
-        url: Option<String> = None, env "REDIS_URL", flag |f| f.redis.redis_url.clone().map(Some), show url;
+        url: Option<String> = None, env "REDIS_URL", flag |f| f.redis.redis_url.clone().map(|u| Some(u.0)), show url;
         /// Redis host.
         host: String = "localhost".into(), env "REDIS_HOST", flag |f| f.redis.redis_host.clone(), show plain;
         /// Redis port.
@@ -841,6 +875,24 @@ mod tests {
         assert!(text.contains("port = 8103  # default"), "{text}");
         assert!(text.contains("# ca_file is not set  # default"), "{text}");
         parse_file(&text).expect("the printout is a valid configuration file");
+        // `{:?}` of the configuration, of the file and of the command line masks them too.
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("s3cret") && debug.contains("redis://u:***@h:1/"),
+            "{debug}"
+        );
+        let file = parse_file("[server]\ntoken = \"tok-s3cret\"\n").unwrap();
+        assert!(!format!("{file:?}").contains("s3cret"), "{file:?}");
+        let cli = crate::cli::Cli::try_parse_args([
+            "pubsub-hub",
+            "--redis-url",
+            "redis://:pw-s3cret@h/",
+            "serve",
+            "--token",
+            "tok-s3cret",
+        ])
+        .unwrap();
+        assert!(!format!("{cli:?}").contains("s3cret"), "{cli:?}");
     }
 
     /// The `--help` texts state defaults by hand (`[env X; file s.k; default D]`): they
