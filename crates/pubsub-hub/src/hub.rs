@@ -5,6 +5,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use arc_swap::ArcSwapOption;
+
 use redis::aio::{ConnectionLike, ConnectionManagerConfig};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use serde::Serialize;
@@ -136,7 +138,7 @@ pub(crate) struct HubInner {
     client: redis::Client,
     config: Arc<HubConfig>,
     /// The connection for PUBLISH and PUBSUB; taken on shutdown so no socket lingers.
-    publisher: RwLock<Option<Publisher>>,
+    publisher: ArcSwapOption<Publisher>,
     /// Where plain links connect: the server, or any node of the cluster.
     endpoint: Endpoint,
     /// Where shard links subscribe each channel.
@@ -204,7 +206,7 @@ impl PubSubHub {
         Ok(Self::assemble(
             client.clone(),
             config,
-            Publisher::Server(Arc::new(publisher)),
+            Publisher::Server(publisher),
             Endpoint::Server(client),
             shard_resolver,
             None,
@@ -289,7 +291,7 @@ impl PubSubHub {
             inner: Arc::new(HubInner {
                 client,
                 config,
-                publisher: RwLock::new(Some(publisher)),
+                publisher: ArcSwapOption::from_pointee(publisher),
                 endpoint,
                 shard_resolver,
                 cluster,
@@ -359,11 +361,11 @@ impl PubSubHub {
         channel: &str,
         payload: &[u8],
     ) -> Result<i64, HubError> {
-        let mut conn = self.publisher()?;
+        let conn = self.publisher()?;
         let timeout = self.inner.config.command_timeout;
         let mut cmd = redis::cmd(command);
         cmd.arg(channel).arg(payload);
-        let result: Result<i64, HubError> = match (&mut conn, &self.inner.cluster) {
+        let result: Result<i64, HubError> = match (&*conn, &self.inner.cluster) {
             // SPUBLISH goes to the master our view names. redis-rs's own slot map can stay
             // stale after a graceful failover: the demoted master, now a replica, still
             // takes SPUBLISH (and relays it within its shard) without a MOVED, but Redis
@@ -375,6 +377,7 @@ impl PubSubHub {
                             host: addr.host,
                             port: addr.port,
                         });
+                        let mut cluster = cluster.clone();
                         bounded(command, timeout, async {
                             let value = cluster.route_command(cmd, route).await?;
                             Ok(redis::from_redis_value(value)?)
@@ -435,13 +438,8 @@ impl PubSubHub {
         }
     }
 
-    fn publisher(&self) -> Result<Publisher, HubError> {
-        self.inner
-            .publisher
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(HubError::Closed)
+    fn publisher(&self) -> Result<Arc<Publisher>, HubError> {
+        self.inner.publisher.load_full().ok_or(HubError::Closed)
     }
 
     /// Creates subscriber `name` on exact `channels` (`SUBSCRIBE`). Returns once Redis has
@@ -656,11 +654,7 @@ impl PubSubHub {
         {
             link.shutdown().await;
         }
-        self.inner
-            .publisher
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.inner.publisher.store(None);
         if let Some(view) = &self.inner.cluster {
             view.close();
         }
@@ -816,7 +810,7 @@ impl PubSubHub {
     ) -> Result<Vec<Vec<redis::Value>>, HubError> {
         let timeout = self.inner.config.command_timeout;
         let publisher = self.publisher()?;
-        let replies = match (&self.inner.cluster, publisher) {
+        let replies = match (&self.inner.cluster, &*publisher) {
             (Some(view), _) => {
                 match tokio::time::timeout(timeout, view.on_every_node(operation, pipe, count))
                     .await

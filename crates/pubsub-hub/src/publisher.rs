@@ -5,24 +5,27 @@
 //! redis-rs's cluster connection, which follows `MOVED` and refreshes slots itself.
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 
-use crate::hub::{read, write};
-
-/// The publishing connection, cheap to clone out of the hub for one call.
-#[derive(Clone)]
+/// The publishing connection. The hub holds it in an `ArcSwapOption`, so taking it for a
+/// call costs no lock; each call then works on its own clone of the connection handle,
+/// because redis-rs's commands take `&mut`.
+// One per hub, behind an `Arc`: the size of the server variant (a `redis::Client` inside)
+// costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Publisher {
-    Server(Arc<ServerPublisher>),
+    Server(ServerPublisher),
     Cluster(ClusterConnection),
 }
 
 impl Publisher {
     /// Runs one command and decodes its reply.
     pub(crate) async fn query<T: redis::FromRedisValue>(
-        &mut self,
+        &self,
         cmd: &redis::Cmd,
     ) -> redis::RedisResult<T> {
         match self {
@@ -31,7 +34,7 @@ impl Publisher {
                     .run(|mut conn| async move { cmd.query_async(&mut conn).await })
                     .await
             }
-            Publisher::Cluster(conn) => cmd.query_async(conn).await,
+            Publisher::Cluster(conn) => cmd.query_async(&mut conn.clone()).await,
         }
     }
 }
@@ -48,7 +51,7 @@ pub(crate) struct ServerPublisher {
     config: ConnectionManagerConfig,
     /// The manager in use and its generation; the generation tells a caller whether the
     /// manager it saw fail has already been replaced by someone else.
-    current: RwLock<(u64, ConnectionManager)>,
+    current: ArcSwap<(u64, ConnectionManager)>,
     /// Held while a replacement is being built, so concurrent failures build only one.
     replacing: tokio::sync::Mutex<()>,
 }
@@ -65,7 +68,7 @@ impl ServerPublisher {
         Ok(ServerPublisher {
             client,
             config,
-            current: RwLock::new((0, manager)),
+            current: ArcSwap::from_pointee((0, manager)),
             replacing: tokio::sync::Mutex::new(()),
         })
     }
@@ -77,7 +80,10 @@ impl ServerPublisher {
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let (generation, manager) = read(&self.current).clone();
+        let (generation, manager) = {
+            let current = self.current.load();
+            (current.0, current.1.clone())
+        };
         match call(manager).await {
             Err(e) if is_refused_handshake(&e) => {
                 let fresh = self.replace(generation).await?;
@@ -91,7 +97,7 @@ impl ServerPublisher {
     async fn replace(&self, generation: u64) -> redis::RedisResult<ConnectionManager> {
         let _building = self.replacing.lock().await;
         {
-            let current = read(&self.current);
+            let current = self.current.load();
             if current.0 != generation {
                 return Ok(current.1.clone());
             }
@@ -100,7 +106,8 @@ impl ServerPublisher {
             .client
             .get_connection_manager_with_config(self.config.clone())
             .await?;
-        *write(&self.current) = (generation + 1, fresh.clone());
+        self.current
+            .store(Arc::new((generation + 1, fresh.clone())));
         tracing::info!("publishing connection replaced after a refused reconnect");
         Ok(fresh)
     }
