@@ -1313,8 +1313,11 @@ fn subscribe_reports_lag_on_stderr_and_accounts_for_every_message() {
         assert!(Instant::now() < deadline);
     }
     server.wait_numsub("flood", 1, WAIT);
-    const TOTAL: usize = 4_000;
-    let payload = vec![b'p'; 1_000];
+    // Many more than the queue (1,024) and the pipe (64 KiB) hold, so that the link has
+    // queued far past the bound by the time the pipeline returns even on a loaded machine,
+    // yet far below Redis' 8 MiB soft output-buffer limit for subscribers.
+    const TOTAL: usize = 20_000;
+    let payload = vec![b'p'; 200];
     let mut conn = server.connection();
     let mut pipe = redis::pipe();
     for _ in 0..TOTAL {

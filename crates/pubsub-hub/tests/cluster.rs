@@ -388,7 +388,7 @@ async fn a_stalled_master_holds_up_no_message_from_the_others() {
     let mut events = sub.consumer();
     // DEBUG SLEEP blocks its caller too, so it runs in a process of its own.
     let mut sleeper = std::process::Command::new("redis-cli")
-        .args(["-p", &stalled_port.to_string(), "DEBUG", "SLEEP", "6"])
+        .args(["-p", &stalled_port.to_string(), "DEBUG", "SLEEP", "8"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("redis-cli runs");
@@ -399,11 +399,12 @@ async fn a_stalled_master_holds_up_no_message_from_the_others() {
         Event::Disconnected { .. }
     ));
     // Meanwhile what the healthy master sends arrives at once, not after the recovery
-    // attempts: sampled every 200 ms over 3 s of the stall, so that some samples fall
-    // while an attempt is waiting on the stalled node.
+    // attempts: sampled every 200 ms over 2 s of the stall, so that some samples fall
+    // while an attempt is waiting on the stalled node. (The PING notices the stall after
+    // about 2.5 s; the samples end by about 4.5 s, well inside the 8 s sleep.)
     let mut pace = tokio::time::interval(Duration::from_millis(200));
     let mut slowest = Duration::ZERO;
-    for n in 0..15 {
+    for n in 0..10 {
         pace.tick().await;
         let sent = Instant::now();
         assert_eq!(hub.spublish(&healthy, &json!(n)).await.unwrap(), 1);
