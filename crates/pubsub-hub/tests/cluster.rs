@@ -10,10 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{WAIT, client_count, cluster_hub, eventually, next_event, next_message};
+use common::{WAIT, client_count, cluster_hub, eventually, next_connection_event, next_message};
 use pubsub_hub::{
-    ConnectionMode, Consumer, Event, HubConfig, PubSubHub, Subscription, SubscriptionStatus,
-    TargetKind,
+    ConnectionMode, Event, HubConfig, PubSubHub, Subscription, SubscriptionStatus, TargetKind,
 };
 use pubsub_hub_testkit::{CLUSTER_SLOTS, RedisCluster, RedisServer};
 use serde_json::json;
@@ -82,16 +81,6 @@ async fn publish_until_received(hub: &PubSubHub, channel: &str, subs: &[&Arc<Sub
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(Instant::now() < deadline, "PUBLISH {channel} never arrived");
-    }
-}
-
-/// Skips messages until a connection event arrives.
-async fn next_connection_event(consumer: &mut Consumer) -> Event {
-    loop {
-        match next_event(consumer).await {
-            Event::Message(_) => continue,
-            other => return other,
-        }
     }
 }
 

@@ -5,23 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{WAIT, acl_hub, eventually, hub, next_event, next_message};
+use common::{WAIT, acl_hub, eventually, hub, next_connection_event, next_message};
 use pubsub_hub::{Event, SubscriptionStatus};
 use pubsub_hub_testkit::RedisServer;
 use serde_json::json;
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
-}
-
-/// Skips messages until a connection event arrives.
-async fn next_connection_event(consumer: &mut pubsub_hub::Consumer) -> Event {
-    loop {
-        match next_event(consumer).await {
-            Event::Message(_) => continue,
-            other => return other,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

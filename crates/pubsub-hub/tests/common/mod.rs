@@ -80,6 +80,17 @@ pub async fn next_message(consumer: &mut Consumer) -> Arc<ReceivedMessage> {
     }
 }
 
+/// The next connection event (`Disconnected`, `Reconnected`, `Lagged`), skipping messages;
+/// fails after `WAIT` per event.
+pub async fn next_connection_event(consumer: &mut Consumer) -> Event {
+    loop {
+        match next_event(consumer).await {
+            Event::Message(_) => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Polls an async condition every 10 ms until it holds, failing after `WAIT`.
 pub async fn eventually<F, Fut>(what: &str, mut f: F)
 where
