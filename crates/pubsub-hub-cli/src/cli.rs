@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::error::EXIT_CODES_HELP;
 
-/// Redis pub/sub from the terminal: serve the dashboard, publish, subscribe, inspect, bench.
+/// Redis pub/sub from the terminal: serve the dashboard, publish, subscribe, inspect.
 ///
 /// With no subcommand, serves the dashboard (as `pubsub-hub serve`).
 ///
@@ -160,9 +160,23 @@ pub struct ServeArgs {
     #[arg(long, help_heading = "Access")]
     pub insecure_no_auth: bool,
 
-    /// Exit instead of starting a private redis-server when nothing answers at the
-    /// configured Redis address [env PUBSUB_HUB_EMBEDDED_FALLBACK=false; file
-    /// redis.embedded_fallback = false].
+    /// Always mark the session cookie Secure: the dashboard is reached over HTTPS (a
+    /// TLS-terminating proxy) [env PUBSUB_HUB_COOKIE_SECURE; file server.cookie_secure].
+    /// Without it the cookie is Secure when a --trusted-proxy sends X-Forwarded-Proto: https.
+    #[arg(long, help_heading = "Access")]
+    pub cookie_secure: bool,
+
+    /// A reverse proxy whose X-Forwarded-For (the client address for the wrong-token limit)
+    /// and X-Forwarded-Proto are believed: an address or CIDR range, repeatable [env
+    /// PUBSUB_HUB_TRUSTED_PROXIES, comma separated; file server.trusted_proxies].
+    #[arg(long = "trusted-proxy", value_name = "ADDR", help_heading = "Access")]
+    pub trusted_proxies: Vec<String>,
+
+    /// Never start a private redis-server. Without this, one is started (on a unix socket
+    /// only this user can reach) when no Redis address is configured and nothing answers at
+    /// localhost:6379; a configured address is never replaced: when nothing answers there,
+    /// serve starts anyway, /readyz answers 503, and it connects when Redis appears [env
+    /// PUBSUB_HUB_EMBEDDED_FALLBACK=false; file redis.embedded_fallback = false].
     #[arg(long)]
     pub no_embedded: bool,
 
@@ -217,11 +231,78 @@ pub enum Command {
     /// Show what Redis has subscribed: PUBSUB CHANNELS, NUMSUB, NUMPAT and the shard
     /// variants.
     Inspect(InspectArgs),
-    /// Benchmark the hub against raw redis-rs and redis-benchmark on a private redis-server.
-    Bench(BenchArgs),
-    /// Internal: one memory measurement in a fresh process (used by `bench`).
-    #[command(hide = true)]
-    BenchWorker(WorkerArgs),
+    /// Run the WebSocket/SSE gateway: browsers and services subscribe to Redis channels
+    /// with the Centrifugo client protocol (its SDKs work unchanged).
+    Gateway(GatewayArgs),
+}
+
+/// `pubsub-hub gateway`.
+#[derive(Args, Debug, Clone, Default)]
+#[command(after_help = "\
+Endpoints: /connection/websocket (Centrifugo protocol v2, JSON), /connection/uni_sse
+(EventSource, connect request in ?cf_connect=), /api/<method> (with --api-key), /healthz,
+/readyz, /metrics. Namespaces and channel rules live in the file's [gateway] and
+[gateway.namespaces.NAME] tables.
+
+Examples:
+  pubsub-hub gateway                                  # loopback, anonymous clients allowed
+  pubsub-hub gateway --host 0.0.0.0 --hmac-secret S3CRET --api-key K3Y
+  redis-cli publish news '{\"text\": \"hello\"}'         # reaches every subscriber of news")]
+pub struct GatewayArgs {
+    /// Address the gateway binds to [env PUBSUB_HUB_GATEWAY_HOST; file gateway.host; default
+    /// 127.0.0.1]. Anything but loopback needs --hmac-secret or --allow-anonymous.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+
+    /// Port the gateway binds to, 0 picks a free port [env PUBSUB_HUB_GATEWAY_PORT; file
+    /// gateway.port; default 8000].
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// The server API key (X-API-Key or `Authorization: apikey KEY`); without it the API
+    /// is off [env PUBSUB_HUB_API_KEY; file gateway.api_key].
+    #[arg(long, value_name = "KEY", help_heading = "Access")]
+    pub api_key: Option<Secret>,
+
+    /// The HS256 key of connection and subscription tokens (JWT) [env
+    /// PUBSUB_HUB_HMAC_SECRET; file gateway.hmac_secret].
+    #[arg(long, value_name = "SECRET", help_heading = "Access")]
+    pub hmac_secret: Option<Secret>,
+
+    /// Let clients connect without a token [env PUBSUB_HUB_ALLOW_ANONYMOUS; file
+    /// gateway.allow_anonymous; default false]. Without --hmac-secret, loopback binds allow
+    /// them anyway.
+    #[arg(long, help_heading = "Access")]
+    pub allow_anonymous: bool,
+
+    // This text is `--help` output, where a plain URL reads best (rustdoc would want <...>).
+    #[allow(rustdoc::bare_urls)]
+    /// A browser origin allowed to connect besides the gateway's own, e.g.
+    /// <https://app.example>, or * for any (repeatable) [env PUBSUB_HUB_ALLOWED_ORIGINS,
+    /// comma separated; file gateway.allowed_origins].
+    #[arg(
+        long = "allowed-origin",
+        value_name = "ORIGIN",
+        help_heading = "Access"
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// A Redis Cluster seed node, redis://host:port/ (repeatable): channels are then shard
+    /// channels (SSUBSCRIBE/SPUBLISH) [env PUBSUB_HUB_CLUSTER_NODES, comma separated; file
+    /// gateway.cluster_nodes].
+    #[arg(long = "cluster-node", value_name = "URL", help_heading = "Scale")]
+    pub cluster_nodes: Vec<String>,
+
+    /// Never start a private redis-server. Without this, one is started (on a unix socket
+    /// only this user can reach) when no Redis address is configured and nothing answers at
+    /// localhost:6379; a configured address is never replaced but waited for [env
+    /// PUBSUB_HUB_EMBEDDED_FALLBACK=false; file redis.embedded_fallback].
+    #[arg(long)]
+    pub no_embedded: bool,
+
+    /// Print the effective configuration (with where each value came from) and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// `pubsub-hub publish`.
@@ -323,108 +404,6 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-/// `pubsub-hub bench`.
-#[derive(Args, Debug)]
-#[command(after_help = "\
-Every scenario runs on a private redis-server started on a free loopback port (never on
---redis-url), is bounded in count and time, and compares against a raw redis-rs baseline
-measured in the same run. Progress goes to stderr, results to stdout.")]
-pub struct BenchArgs {
-    /// CI-sized run: small counts, a few seconds per scenario.
-    #[arg(long)]
-    pub quick: bool,
-
-    /// Only these scenarios (repeatable).
-    #[arg(long, value_enum, value_name = "NAME")]
-    pub scenario: Vec<Scenario>,
-
-    /// Print the results as JSON instead of a table.
-    #[arg(long, conflicts_with = "markdown")]
-    pub json: bool,
-
-    /// Print the results as a Markdown table.
-    #[arg(long)]
-    pub markdown: bool,
-
-    /// Write an SVG chart of the latency percentiles here.
-    #[arg(long, value_name = "PATH")]
-    pub svg: Option<PathBuf>,
-
-    /// The redis-server binary.
-    #[arg(long, default_value = "redis-server", value_name = "PATH")]
-    pub redis_server: String,
-
-    /// The redis-benchmark binary.
-    #[arg(long, default_value = "redis-benchmark", value_name = "PATH")]
-    pub redis_benchmark: String,
-}
-
-/// The benchmark scenarios.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Scenario {
-    /// PUBLISH throughput at 1, 16 and 64 in flight.
-    Publish,
-    /// Fan-out receive throughput with 1 to 10,000 subscribers on one channel.
-    Fanout,
-    /// Publish-to-receive latency at a fixed 5,000 publishes/s.
-    Latency,
-    /// redis-benchmark PUBLISH: the machine's ceiling.
-    Ceiling,
-    /// SPUBLISH on a private 3-master cluster against one node, and cluster PUBLISH.
-    Shard,
-    /// Memory, connections and subscribe time per subscriber.
-    Memory,
-    /// Dashboard requests/s: POST /publish and GET /state.
-    Dashboard,
-}
-
-impl Scenario {
-    /// Every scenario, in the order they run.
-    pub const ALL: [Scenario; 7] = [
-        Scenario::Publish,
-        Scenario::Ceiling,
-        Scenario::Shard,
-        Scenario::Fanout,
-        Scenario::Latency,
-        Scenario::Memory,
-        Scenario::Dashboard,
-    ];
-
-    /// The name used on the command line and in the results.
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::Publish => "publish",
-            Scenario::Fanout => "fanout",
-            Scenario::Latency => "latency",
-            Scenario::Ceiling => "ceiling",
-            Scenario::Shard => "shard",
-            Scenario::Memory => "memory",
-            Scenario::Dashboard => "dashboard",
-        }
-    }
-}
-
-/// The hidden `bench-worker` subcommand: holds N subscriptions in a fresh process so that
-/// its RSS growth is theirs alone.
-#[derive(Args, Debug)]
-pub struct WorkerArgs {
-    /// Port of the bench's private redis-server (always on 127.0.0.1).
-    #[arg(long)]
-    pub port: u16,
-
-    /// raw, dedicated or shared.
-    #[arg(long)]
-    pub variant: String,
-
-    /// Subscribers to create.
-    #[arg(long)]
-    pub subscribers: usize,
-
-    /// Subscribe calls in flight at once.
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
-}
-
 impl Cli {
     /// Parses the process arguments. `--help` and `--version` print and exit 0; a usage
     /// error prints one line (see [`usage_error_line`]) and exits 2.
@@ -474,6 +453,14 @@ impl Cli {
             }
         }
         Ok(cli)
+    }
+
+    /// The `gateway` options, for `pubsub-hub gateway`.
+    pub fn gateway_args(&self) -> Option<&GatewayArgs> {
+        match &self.command {
+            Some(Command::Gateway(args)) => Some(args),
+            _ => None,
+        }
     }
 
     /// The `serve` options in force: the subcommand's, or the top level's without one.

@@ -1,4 +1,5 @@
-//! Resolving where Redis is, and showing it without secrets.
+//! Resolving where Redis is. Building the client and showing a URL without its password
+//! are `pubsub_hub_launcher`'s (`open_client`, `redact_url`), shared with the dashboard.
 //!
 //! Each of `url`, `host` and `port` is first resolved on its own by the one precedence
 //! order of [`crate::settings`] (flag > env > file > default). Then the URL and the
@@ -15,7 +16,7 @@
 
 use std::path::PathBuf;
 
-use redis::IntoConnectionInfo;
+use pubsub_hub_launcher::{ClientError, host_port_url, redact_url};
 
 use crate::cli::Source;
 use crate::error::CliError;
@@ -82,25 +83,12 @@ impl RedisTarget {
             (false, Source::Env) => "REDIS_URL",
             (false, _) => "redis.url",
         };
-        if self.host_port.is_none()
-            && !(self.url.starts_with("redis://")
-                || self.url.starts_with("rediss://")
-                || self.url.starts_with("unix://")
-                || self.url.starts_with("redis+unix://"))
-        {
-            return Err(CliError::usage(format!(
-                "invalid {what} {}: it must start with redis://, rediss:// or unix://",
-                self.display()
-            )));
-        }
-        self.url.as_str().into_connection_info().map_err(|e| {
-            CliError::usage(format!(
-                "invalid {what} {}: {}",
-                self.display(),
-                e.detail().unwrap_or("cannot be parsed")
-            ))
-        })?;
-        Ok(())
+        pubsub_hub_launcher::check_url(&self.url).map_err(|e| match e {
+            ClientError::InvalidUrl { reason, .. } => {
+                CliError::usage(format!("invalid {what} {}: {reason}", self.display()))
+            }
+            other => CliError::usage(other.to_string()),
+        })
     }
 
     /// The URL for redis-rs. Contains the password if there is one.
@@ -109,34 +97,16 @@ impl RedisTarget {
     }
 
     /// A redis-rs client for this target, trusting the CA file for `rediss://` when one
-    /// is configured.
+    /// is configured (built by `pubsub_hub_launcher::open_client`, as the dashboard's).
     pub fn client(&self) -> Result<redis::Client, CliError> {
-        let invalid = |e: redis::RedisError| {
-            CliError::usage(format!("invalid Redis address {}: {e}", self.display()))
-        };
-        let Some(path) = &self.ca_file else {
-            return redis::Client::open(self.url.as_str()).map_err(invalid);
-        };
-        let pem = std::fs::read(path).map_err(|e| {
-            CliError::usage(format!(
-                "cannot read the Redis CA file {}: {e}",
-                path.display()
-            ))
-        })?;
-        if !self.url.starts_with("rediss://") {
-            return Err(CliError::usage(format!(
-                "a Redis CA file is given, so the Redis URL must use rediss:// (TLS), not {}",
-                self.display()
-            )));
-        }
-        redis::Client::build_with_tls(
-            self.url.as_str(),
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem),
-            },
-        )
-        .map_err(invalid)
+        pubsub_hub_launcher::open_client(&self.url, self.ca_file.as_deref()).map_err(|e| {
+            CliError::usage(match e {
+                ClientError::InvalidUrl { reason, .. } => {
+                    format!("invalid Redis address {}: {reason}", self.display())
+                }
+                other => other.to_string(),
+            })
+        })
     }
 
     /// The CA file for `rediss://`, if one is configured.
@@ -162,47 +132,6 @@ impl RedisTarget {
             None => redact_url(&self.url),
         }
     }
-}
-
-fn host_port_url(host: &str, port: u16) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("redis://[{host}]:{port}/")
-    } else {
-        format!("redis://{host}:{port}/")
-    }
-}
-
-/// Replaces the password of a URL's user-info (`scheme://user:password@host`) with `***`.
-/// Works on malformed URLs too, since it is used to report them.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        // No scheme: we cannot tell where a password would be, so show only its length.
-        return if url.contains('@') {
-            format!("<{} characters, hidden>", url.chars().count())
-        } else {
-            url.to_owned()
-        };
-    };
-    let rest_start = scheme_end + 3;
-    let rest = &url[rest_start..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let redacted_userinfo = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        // `redis://password@host` is read by some clients as a password alone.
-        None if userinfo.is_empty() => String::new(),
-        None => "***".to_owned(),
-    };
-    format!(
-        "{}{}@{}",
-        &url[..rest_start],
-        redacted_userinfo,
-        &rest[at + 1..]
-    )
 }
 
 #[cfg(test)]
@@ -239,19 +168,6 @@ mod tests {
                 source: Source::Default,
             },
         }
-    }
-
-    #[test]
-    fn redaction_hides_passwords() {
-        assert_eq!(redact_url("redis://:s3cret@h:1/0"), "redis://:***@h:1/0");
-        assert_eq!(
-            redact_url("redis://user:s3cret@h:1"),
-            "redis://user:***@h:1"
-        );
-        assert_eq!(redact_url("redis://s3cret@h"), "redis://***@h");
-        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
-        assert_eq!(redact_url("rediss://u:p@w@h/"), "rediss://u:***@h/");
-        assert!(!redact_url("u:pass@host").contains("pass"));
     }
 
     #[test]

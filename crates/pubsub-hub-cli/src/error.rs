@@ -9,7 +9,7 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success (subscribe: --count reached, or stopped by Ctrl-C / SIGTERM)
   1  runtime error: Redis refused a command or the connection broke, a file could not be
-     read, a benchmark failed
+     read
   2  usage or configuration error: bad arguments, a bad config file key or environment
      value, a malformed Redis URL, no message to publish, a public address without a token
   3  Redis unreachable: could not connect (refused, timed out, name not resolved) or

@@ -1,8 +1,8 @@
 //! # pubsub_hub_cli
 //!
 //! The `pubsub-hub` command: the dashboard, `publish`, `subscribe` and `inspect` for people
-//! who live in the terminal, and `bench`, the benchmark suite that compares the hub with raw
-//! redis-rs and `redis-benchmark` in one run.
+//! who live in the terminal. The benchmark suite is a crate of its own
+//! (`crates/pubsub-hub-bench`), so this binary is only the product.
 //!
 //! The binary (`src/main.rs`) only parses arguments, calls [`load_config`], sets up tracing
 //! ([`init_logging`]) and calls [`run`]; all behaviour is here, in modules a test or another
@@ -15,17 +15,16 @@
 //! - [`settings`]: [`Config`], every setting resolved by the one precedence order (flag >
 //!   env > config file > default) with its [`cli::Source`]; the TOML file's shape and its
 //!   one-line errors; `--print-config`. One table lists every setting.
-//! - [`config`]: [`RedisTarget`]: the URL-versus-host/port rule on top of that order, and
-//!   password redaction.
+//! - [`config`]: [`RedisTarget`]: the URL-versus-host/port rule on top of that order. The
+//!   client itself (URL, CA file) and password redaction are `pubsub_hub_launcher`'s, as in
+//!   the dashboard.
 //! - [`error`]: [`CliError`] and [`ExitStatus`], the documented exit codes
 //!   ([`error::EXIT_CODES_HELP`]); every error is one line.
 //! - [`commands`]: `serve` (over `pubsub_hub_web`), `publish`, `subscribe`, `inspect`, and
-//!   the Ctrl-C / SIGTERM signal.
-//! - [`bench`](mod@bench): the benchmark suite: a private `redis-server` per run, one module per
-//!   scenario, the progress display, the results table / JSON / Markdown and the SVG chart.
-//! - [`table`]: aligned text and Markdown tables.
+//!   [`commands::reach_redis`], the configured-or-private Redis rule for long-running
+//!   subcommands. The Ctrl-C / SIGTERM signal is `pubsub_hub_web::shutdown_signal`.
+//! - [`table`]: aligned text and Markdown tables (also used by `pubsub-hub-bench`).
 
-pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -40,7 +39,7 @@ pub use settings::Config;
 
 use std::io::IsTerminal;
 
-use cli::ServeArgs;
+use cli::{GatewayArgs, ServeArgs};
 use settings::Flags;
 use tracing_subscriber::EnvFilter;
 
@@ -49,9 +48,11 @@ use tracing_subscriber::EnvFilter;
 /// An unset log filter becomes the command's default.
 pub fn load_config(cli: &Cli) -> Result<Config, CliError> {
     let none = ServeArgs::default();
+    let no_gateway = GatewayArgs::default();
     let flags = Flags {
         redis: &cli.redis,
         serve: cli.serve_args().unwrap_or(&none),
+        gateway: cli.gateway_args().unwrap_or(&no_gateway),
         log_format: cli.log_format,
     };
     let env = |name: &str| std::env::var(name).ok();
@@ -97,11 +98,12 @@ async fn dispatch(cli: Cli, config: Config) -> Result<(), CliError> {
             let print = cli.serve_args().is_some_and(|a| a.print_config);
             commands::serve::run(&target()?, &config, print).await
         }
+        Some(Command::Gateway(args)) => {
+            commands::gateway::run(&target()?, &config, args.print_config).await
+        }
         Some(Command::Publish(args)) => commands::publish::run(&target()?, args).await,
         Some(Command::Subscribe(args)) => commands::subscribe::run(&target()?, args).await,
         Some(Command::Inspect(args)) => commands::inspect::run(&target()?, args).await,
-        Some(Command::Bench(args)) => bench::run(args).await,
-        Some(Command::BenchWorker(args)) => bench::memory::worker(args).await,
     }
 }
 
@@ -110,7 +112,7 @@ async fn dispatch(cli: Cli, config: Config) -> Result<(), CliError> {
 /// library errors show.
 pub fn default_log_filter(cli: &Cli) -> &'static str {
     match cli.command {
-        None | Some(Command::Serve(_)) => "warn",
+        None | Some(Command::Serve(_)) | Some(Command::Gateway(_)) => "warn",
         _ => "error",
     }
 }

@@ -20,7 +20,11 @@ use std::path::{Path, PathBuf};
 use pubsub_hub_web::limits;
 use serde::Deserialize;
 
-use crate::cli::{LogFormat, ModeName, RedisArgs, ServeArgs, Source};
+use std::collections::BTreeMap;
+
+use pubsub_hub_gateway::{NamespaceConfig, PublishPolicy, SubscribePolicy};
+
+use crate::cli::{GatewayArgs, LogFormat, ModeName, RedisArgs, ServeArgs, Source};
 use crate::error::CliError;
 
 /// The environment variable naming the configuration file (when `--config` is not given).
@@ -150,6 +154,86 @@ named_values!(ModeName, "dedicated or shared", {
     "shared" => ModeName::Shared,
 });
 
+/// A `Value` for one of the gateway's policy enums (`#[non_exhaustive]` there, so a variant
+/// this binary does not know prints as unset).
+macro_rules! policy_values {
+    ($ty:ty, $expected:literal, { $($name:literal => $variant:path),* $(,)? }) => {
+        impl Value for $ty {
+            const EXPECTED: &'static str = $expected;
+            fn parse_text(text: &str) -> Option<Self> {
+                match text {
+                    $($name => Some($variant),)*
+                    _ => None,
+                }
+            }
+            fn to_toml(&self) -> Option<String> {
+                let name = match self {
+                    $($variant => $name,)*
+                    _ => return None,
+                };
+                name.to_owned().to_toml()
+            }
+        }
+    };
+}
+
+policy_values!(SubscribePolicy, "any, authenticated or token", {
+    "any" => SubscribePolicy::Any,
+    "authenticated" => SubscribePolicy::Authenticated,
+    "token" => SubscribePolicy::Token,
+});
+
+policy_values!(PublishPolicy, "none, subscribers or any", {
+    "none" => PublishPolicy::None,
+    "subscribers" => PublishPolicy::Subscribers,
+    "any" => PublishPolicy::Any,
+});
+
+/// The gateway's namespaces: `[gateway.namespaces.NAME]` tables in the file (there is no
+/// environment variable for them); printed back as one inline table.
+impl Value for BTreeMap<String, NamespaceConfig> {
+    const EXPECTED: &'static str = "namespace tables";
+    fn parse_text(_text: &str) -> Option<Self> {
+        None
+    }
+    fn to_toml(&self) -> Option<String> {
+        let tables: Vec<String> = self
+            .iter()
+            .map(|(name, ns)| {
+                let mut keys = Vec::new();
+                if let Some(p) = ns.subscribe.and_then(|p| p.to_toml()) {
+                    keys.push(format!("subscribe = {p}"));
+                }
+                if let Some(p) = ns.publish.and_then(|p| p.to_toml()) {
+                    keys.push(format!("publish = {p}"));
+                }
+                if let Some(n) = ns.history_size {
+                    keys.push(format!("history_size = {n}"));
+                }
+                if let Some(d) = ns.history_ttl {
+                    let text = pubsub_hub_gateway::config::duration_text::format(d);
+                    keys.push(format!("history_ttl = \"{text}\""));
+                }
+                if let Some(b) = ns.force_recovery {
+                    keys.push(format!("force_recovery = {b}"));
+                }
+                if let Some(b) = ns.force_positioning {
+                    keys.push(format!("force_positioning = {b}"));
+                }
+                if let Some(on) = ns.presence {
+                    keys.push(format!("presence = {on}"));
+                }
+                if let Some(on) = ns.join_leave {
+                    keys.push(format!("join_leave = {on}"));
+                }
+                let key = toml::Value::String(name.clone()).to_string();
+                format!("{key} = {{ {} }}", keys.join(", "))
+            })
+            .collect();
+        Some(format!("{{ {} }}", tables.join(", ")))
+    }
+}
+
 /// A setting without a default: unset unless some layer sets it.
 impl<T: Value> Value for Option<T> {
     const EXPECTED: &'static str = T::EXPECTED;
@@ -175,7 +259,7 @@ fn secret(value: &Option<String>) -> Option<String> {
 fn urls(value: &[String]) -> Option<String> {
     value
         .iter()
-        .map(|u| crate::config::redact_url(u))
+        .map(|u| pubsub_hub_launcher::redact_url(u))
         .collect::<Vec<_>>()
         .to_toml()
 }
@@ -184,7 +268,7 @@ fn urls(value: &[String]) -> Option<String> {
 fn url(value: &Option<String>) -> Option<String> {
     value
         .as_ref()
-        .and_then(|u| crate::config::redact_url(u).to_toml())
+        .and_then(|u| pubsub_hub_launcher::redact_url(u).to_toml())
 }
 
 /// The flags that can set a setting: the global ones and those of `serve` (all unset for
@@ -195,6 +279,8 @@ pub struct Flags<'a> {
     pub redis: &'a RedisArgs,
     /// `serve`'s flags.
     pub serve: &'a ServeArgs,
+    /// `gateway`'s flags.
+    pub gateway: &'a GatewayArgs,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
 }
@@ -361,6 +447,10 @@ settings! {
         token: Option<String> = None, env "PUBSUB_HUB_TOKEN", flag |f| f.serve.token.clone().map(|t| Some(t.0)), show secret;
         /// Serve beyond loopback without a token.
         insecure_no_auth: bool = false, env "PUBSUB_HUB_INSECURE_NO_AUTH", flag |f| f.serve.insecure_no_auth.then_some(true), show plain;
+        /// Always mark the session cookie `Secure` (the dashboard is reached over HTTPS).
+        cookie_secure: bool = false, env "PUBSUB_HUB_COOKIE_SECURE", flag |f| f.serve.cookie_secure.then_some(true), show plain;
+        /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` / `-Proto` are believed.
+        trusted_proxies: Vec<String> = Vec::new(), env "PUBSUB_HUB_TRUSTED_PROXIES", flag |f| (!f.serve.trusted_proxies.is_empty()).then(|| f.serve.trusted_proxies.clone()), show plain;
     }
     /// `[redis]`: the Redis server.
     [redis] Redis {
@@ -372,8 +462,9 @@ settings! {
         port: u16 = 6379, env "REDIS_PORT", flag |f| f.redis.redis_port, show plain;
         /// PEM file of the CA that signed the server's certificate (`rediss://` only).
         ca_file: Option<PathBuf> = None, env "PUBSUB_HUB_REDIS_CA_FILE", flag |f| f.redis.redis_ca_file.clone().map(Some), show plain;
-        /// Start a private redis-server when nothing answers (`serve` only).
-        embedded_fallback: bool = true, env "PUBSUB_HUB_EMBEDDED_FALLBACK", flag |f| f.serve.no_embedded.then_some(false), show plain;
+        /// Start a private redis-server when no Redis address is configured and nothing
+        /// answers at the default one (`serve` and `gateway`).
+        embedded_fallback: bool = true, env "PUBSUB_HUB_EMBEDDED_FALLBACK", flag |f| (f.serve.no_embedded || f.gateway.no_embedded).then_some(false), show plain;
     }
     /// `[log]`: what is logged to stderr, and how.
     [log] Log {
@@ -404,6 +495,8 @@ settings! {
         header_read_timeout_ms: u64 = limits::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64, env "PUBSUB_HUB_HEADER_READ_TIMEOUT_MS", flag |_| None, show plain;
         /// Time a client has to send a request's body, in ms (then 408).
         body_read_timeout_ms: u64 = limits::DEFAULT_BODY_READ_TIMEOUT.as_millis() as u64, env "PUBSUB_HUB_BODY_READ_TIMEOUT_MS", flag |_| None, show plain;
+        /// Time a write to a client may stay blocked (it stopped reading), in ms; then the connection is closed.
+        write_timeout_ms: u64 = limits::DEFAULT_WRITE_TIMEOUT.as_millis() as u64, env "PUBSUB_HUB_WRITE_TIMEOUT_MS", flag |_| None, show plain;
         /// Most open HTTP connections (one more gets a 503).
         max_connections: usize = limits::DEFAULT_MAX_CONNECTIONS, env "PUBSUB_HUB_MAX_CONNECTIONS", flag |_| None, show plain;
     }
@@ -415,6 +508,56 @@ settings! {
         shared_connections: usize = pubsub_hub::DEFAULT_SHARED_CONNECTIONS, env "PUBSUB_HUB_SHARED_CONNECTIONS", flag |f| f.serve.shared_connections, show plain;
         /// Redis Cluster seed nodes; when set, the dashboard runs on the cluster.
         cluster_nodes: Vec<String> = Vec::new(), env "PUBSUB_HUB_CLUSTER_NODES", flag |f| (!f.serve.cluster_nodes.is_empty()).then(|| f.serve.cluster_nodes.clone()), show urls;
+    }
+    /// `[gateway]`: `pubsub-hub gateway` (`pubsub_hub_gateway::GatewayConfig`), with
+    /// `[gateway.namespaces.NAME]` tables for namespaces.
+    [gateway] Gateway {
+        /// Address the gateway binds to.
+        host: String = "127.0.0.1".into(), env "PUBSUB_HUB_GATEWAY_HOST", flag |f| f.gateway.host.clone(), show plain;
+        /// Port the gateway binds to (0 picks a free one).
+        port: u16 = 8000, env "PUBSUB_HUB_GATEWAY_PORT", flag |f| f.gateway.port, show plain;
+        /// The server API key; unset turns the API off.
+        api_key: Option<String> = None, env "PUBSUB_HUB_API_KEY", flag |f| f.gateway.api_key.clone().map(|k| Some(k.0)), show secret;
+        /// The HS256 key of connection and subscription tokens.
+        hmac_secret: Option<String> = None, env "PUBSUB_HUB_HMAC_SECRET", flag |f| f.gateway.hmac_secret.clone().map(|k| Some(k.0)), show secret;
+        /// A PEM file with an RSA public key: RS256 tokens are accepted too.
+        rsa_public_key_file: Option<PathBuf> = None, env "PUBSUB_HUB_RSA_PUBLIC_KEY_FILE", flag |_| None, show plain;
+        /// Clients may connect without a token.
+        allow_anonymous: bool = false, env "PUBSUB_HUB_ALLOW_ANONYMOUS", flag |f| f.gateway.allow_anonymous.then_some(true), show plain;
+        /// Browser origins allowed besides the gateway's own (`*` for any).
+        allowed_origins: Vec<String> = Vec::new(), env "PUBSUB_HUB_ALLOWED_ORIGINS", flag |f| (!f.gateway.allowed_origins.is_empty()).then(|| f.gateway.allowed_origins.clone()), show plain;
+        /// Prefix added to every channel name to form the Redis channel.
+        channel_prefix: Option<String> = None, env "PUBSUB_HUB_CHANNEL_PREFIX", flag |_| None, show plain;
+        /// Who may subscribe to channels without a namespace: any, authenticated or token.
+        subscribe: SubscribePolicy = SubscribePolicy::Any, env "PUBSUB_HUB_GATEWAY_SUBSCRIBE", flag |_| None, show plain;
+        /// Who may publish from a client to channels without a namespace: none, subscribers or any.
+        publish: PublishPolicy = PublishPolicy::None, env "PUBSUB_HUB_GATEWAY_PUBLISH", flag |_| None, show plain;
+        /// Whether channels without a namespace keep presence (who is subscribed, in Redis, across processes).
+        presence: bool = false, env "PUBSUB_HUB_GATEWAY_PRESENCE", flag |_| None, show plain;
+        /// Whether subscribers of channels without a namespace get join and leave pushes.
+        join_leave: bool = false, env "PUBSUB_HUB_GATEWAY_JOIN_LEAVE", flag |_| None, show plain;
+        /// How long a presence entry outlives its connection's last refresh, in ms (the clients of a process that died stay listed this long).
+        presence_ttl_ms: u64 = pubsub_hub_gateway::config::DEFAULT_PRESENCE_TTL.as_millis() as u64, env "PUBSUB_HUB_GATEWAY_PRESENCE_TTL_MS", flag |_| None, show plain;
+        /// Namespaces: `[gateway.namespaces.NAME]` tables with `subscribe`, `publish`, `history_size`, `history_ttl` ("300s", "5m"), `force_recovery`, `force_positioning`, `presence` and `join_leave`; each inherits the ones above.
+        namespaces: BTreeMap<String, NamespaceConfig> = BTreeMap::new(), env "PUBSUB_HUB_GATEWAY_NAMESPACES", flag |_| None, show plain;
+        /// Redis Cluster seed nodes; when set, channels are shard channels on the cluster.
+        cluster_nodes: Vec<String> = Vec::new(), env "PUBSUB_HUB_CLUSTER_NODES", flag |f| (!f.gateway.cluster_nodes.is_empty()).then(|| f.gateway.cluster_nodes.clone()), show urls;
+        /// Subscriber connections the gateway's hub shares among all channels (at least 1).
+        shared_connections: usize = pubsub_hub::DEFAULT_SHARED_CONNECTIONS, env "PUBSUB_HUB_GATEWAY_SHARED_CONNECTIONS", flag |_| None, show plain;
+        /// Most client connections at once.
+        max_connections: usize = pubsub_hub_gateway::config::DEFAULT_MAX_CONNECTIONS, env "PUBSUB_HUB_GATEWAY_MAX_CONNECTIONS", flag |_| None, show plain;
+        /// Most channels per connection.
+        max_channels_per_connection: usize = pubsub_hub_gateway::config::DEFAULT_MAX_CHANNELS_PER_CONNECTION, env "PUBSUB_HUB_GATEWAY_MAX_CHANNELS_PER_CONNECTION", flag |_| None, show plain;
+        /// Largest client message and publish payload, in bytes.
+        max_message_bytes: usize = pubsub_hub_gateway::config::DEFAULT_MAX_MESSAGE_BYTES, env "PUBSUB_HUB_GATEWAY_MAX_MESSAGE_BYTES", flag |_| None, show plain;
+        /// Commands per second per connection.
+        max_commands_per_second: u32 = pubsub_hub_gateway::config::DEFAULT_MAX_COMMANDS_PER_SECOND, env "PUBSUB_HUB_GATEWAY_MAX_COMMANDS_PER_SECOND", flag |_| None, show plain;
+        /// Time a new connection has to send `connect`, in ms.
+        connect_timeout_ms: u64 = pubsub_hub_gateway::config::DEFAULT_CONNECT_TIMEOUT.as_millis() as u64, env "PUBSUB_HUB_GATEWAY_CONNECT_TIMEOUT_MS", flag |_| None, show plain;
+        /// Messages a client's write queue holds before it is disconnected as slow.
+        write_queue_messages: usize = pubsub_hub_gateway::config::DEFAULT_WRITE_QUEUE_MESSAGES, env "PUBSUB_HUB_GATEWAY_WRITE_QUEUE_MESSAGES", flag |_| None, show plain;
+        /// Bytes a client's write queue holds before it is disconnected as slow.
+        write_queue_bytes: usize = pubsub_hub_gateway::config::DEFAULT_WRITE_QUEUE_BYTES, env "PUBSUB_HUB_GATEWAY_WRITE_QUEUE_BYTES", flag |_| None, show plain;
     }
 }
 
@@ -572,18 +715,17 @@ impl Config {
 
     /// Checks the values that have a valid type but are still unusable.
     fn check(&self) -> Result<(), CliError> {
-        if let Err(why) = self.web_limits().validate() {
-            // The web crate names the limit; find its key (the time-outs carry `_ms` here).
+        if let Err(e) = self.web_limits().validate() {
+            // The dashboard's error names the `Limits` field; its key here is the same name,
+            // with `_ms` on the time-outs (milliseconds in the file and the environment).
+            let name = e.limit.name();
             let entry = self
                 .entries()
                 .into_iter()
-                .filter(|e| e.section == "limits")
-                .find(|e| {
-                    let name = e.key.strip_suffix("_ms").unwrap_or(e.key);
-                    why.split_whitespace().any(|w| w == name)
-                });
+                .filter(|entry| entry.section == "limits")
+                .find(|entry| entry.key.strip_suffix("_ms").unwrap_or(entry.key) == name);
             let (key, source) = entry.map_or(("limits", Source::Default), |e| (e.key, e.source));
-            return Err(self.invalid("limits", key, source, &why));
+            return Err(self.invalid("limits", key, source, &e.to_string()));
         }
         if let Some(filter) = &self.log.filter.value
             && let Err(e) = tracing_subscriber::EnvFilter::builder().parse(filter)
@@ -596,6 +738,11 @@ impl Config {
         {
             let source = self.server.token.source;
             return Err(self.invalid("server", "token", source, &why));
+        }
+        if let Err(why) = pubsub_hub_web::TrustedProxies::parse(&self.server.trusted_proxies.value)
+        {
+            let source = self.server.trusted_proxies.source;
+            return Err(self.invalid("server", "trusted_proxies", source, &why));
         }
         if self.dashboard.shared_connections.value == 0 {
             let source = self.dashboard.shared_connections.source;
@@ -618,7 +765,12 @@ impl Config {
             .map(|e| e.env)
             .unwrap_or_default();
         let origin = match source {
-            Source::Flag => format!("--{}", key.replace('_', "-")),
+            // Repeatable flags are named in the singular.
+            Source::Flag => match key {
+                "trusted_proxies" => "--trusted-proxy".to_owned(),
+                "cluster_nodes" => "--cluster-node".to_owned(),
+                _ => format!("--{}", key.replace('_', "-")),
+            },
             Source::Env => format!("environment variable {env}"),
             Source::File => match &self.file {
                 Some(path) => format!("config {}: {section}.{key}", path.display()),
@@ -627,6 +779,19 @@ impl Config {
             Source::Default => format!("default {section}.{key}"),
         };
         CliError::usage(format!("{origin}: {why}"))
+    }
+
+    /// True when a private, throwaway `redis-server` may stand in for Redis: only when no
+    /// Redis address is configured at all (no URL, host or port from a flag, the environment
+    /// or the file) and the fallback is not switched off. A configured address is never
+    /// replaced: when nothing answers there, the dashboard (and any long-running command)
+    /// starts anyway and connects when Redis appears.
+    pub fn private_redis_allowed(&self) -> bool {
+        let r = &self.redis;
+        let configured = [r.url.source, r.host.source, r.port.source]
+            .iter()
+            .any(|s| *s != Source::Default);
+        !configured && r.embedded_fallback.value
     }
 
     /// The Redis address settings, for [`crate::config::RedisTarget::resolve`].
@@ -648,6 +813,7 @@ impl Config {
             max_listed_channels: l.max_listed_channels.value,
             header_read_timeout: std::time::Duration::from_millis(l.header_read_timeout_ms.value),
             body_read_timeout: std::time::Duration::from_millis(l.body_read_timeout_ms.value),
+            write_timeout: std::time::Duration::from_millis(l.write_timeout_ms.value),
             max_connections: l.max_connections.value,
         }
     }
@@ -661,6 +827,72 @@ impl Config {
                 connections: d.shared_connections.value,
             },
         }
+    }
+
+    /// The gateway's configuration for `pubsub-hub gateway`: the `[gateway]` settings, the
+    /// RSA key file read, and the whole checked by the gateway crate (a bad value is a
+    /// usage error naming it).
+    pub fn gateway_config(&self) -> Result<pubsub_hub_gateway::GatewayConfig, CliError> {
+        let g = &self.gateway;
+        let mut config = pubsub_hub_gateway::GatewayConfig::default();
+        config.channel_prefix = g.channel_prefix.value.clone();
+        config.hmac_secret = g
+            .hmac_secret
+            .value
+            .clone()
+            .map(pubsub_hub_gateway::Secret::new);
+        config.api_key = g.api_key.value.clone().map(pubsub_hub_gateway::Secret::new);
+        config.allow_anonymous = g.allow_anonymous.value;
+        config.allowed_origins = g.allowed_origins.value.clone();
+        config.defaults = pubsub_hub_gateway::ChannelRules::default()
+            .with_subscribe(g.subscribe.value)
+            .with_publish(g.publish.value)
+            .with_presence(g.presence.value)
+            .with_join_leave(g.join_leave.value);
+        config.presence_ttl = std::time::Duration::from_millis(g.presence_ttl_ms.value);
+        config.namespaces = g.namespaces.value.clone();
+        let l = &mut config.limits;
+        l.max_connections = g.max_connections.value;
+        l.max_channels_per_connection = g.max_channels_per_connection.value;
+        l.max_message_bytes = g.max_message_bytes.value;
+        l.max_commands_per_second = g.max_commands_per_second.value;
+        l.connect_timeout = std::time::Duration::from_millis(g.connect_timeout_ms.value);
+        l.write_queue_messages = g.write_queue_messages.value;
+        l.write_queue_bytes = g.write_queue_bytes.value;
+        if let Some(path) = &g.rsa_public_key_file.value {
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                self.invalid(
+                    "gateway",
+                    "rsa_public_key_file",
+                    g.rsa_public_key_file.source,
+                    &format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            config.rsa_public_key = Some(pem);
+        }
+        if g.shared_connections.value == 0 {
+            return Err(self.invalid(
+                "gateway",
+                "shared_connections",
+                g.shared_connections.source,
+                "must be at least 1",
+            ));
+        }
+        // The gateway names the bad setting (`limits.max_connections`); find its key here.
+        if let Err(e) = pubsub_hub_gateway::Gateway::check_config(&config) {
+            let entry = self
+                .entries()
+                .into_iter()
+                .filter(|e| e.section == "gateway")
+                .find(|entry| {
+                    let name = entry.key.strip_suffix("_ms").unwrap_or(entry.key);
+                    e.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .any(|w| w == name)
+                });
+            let (key, source) = entry.map_or(("gateway", Source::Default), |e| (e.key, e.source));
+            return Err(self.invalid("gateway", key, source, &e));
+        }
+        Ok(config)
     }
 
     /// The effective configuration as TOML, each value followed by its source
@@ -715,9 +947,11 @@ mod tests {
         file: Option<&str>,
     ) -> Result<Config, CliError> {
         let redis = RedisArgs::default();
+        let gateway = GatewayArgs::default();
         let flags = Flags {
             redis: &redis,
             serve,
+            gateway: &gateway,
             log_format: None,
         };
         let env: HashMap<String, String> = env
@@ -729,6 +963,31 @@ mod tests {
         let config = Config::resolve(&flags, &lookup, file)?;
         config.check()?;
         Ok(config)
+    }
+
+    #[test]
+    fn a_private_redis_only_when_no_address_is_configured() {
+        let (_, none) = flags_none();
+        assert!(load(&none, &[], None).unwrap().private_redis_allowed());
+        for env in [
+            ("REDIS_URL", "redis://h:1/"),
+            ("REDIS_HOST", "h"),
+            ("REDIS_PORT", "7000"),
+        ] {
+            let c = load(&none, &[env], None).unwrap();
+            assert!(!c.private_redis_allowed(), "{env:?} configures Redis");
+        }
+        let c = load(&none, &[], Some("[redis]\nport = 7000\n")).unwrap();
+        assert!(!c.private_redis_allowed(), "the file configures Redis");
+        let no_embedded = ServeArgs {
+            no_embedded: true,
+            ..ServeArgs::default()
+        };
+        assert!(
+            !load(&no_embedded, &[], None)
+                .unwrap()
+                .private_redis_allowed()
+        );
     }
 
     #[test]
@@ -844,6 +1103,31 @@ mod tests {
                 .starts_with("environment variable PUBSUB_HUB_TOKEN: "),
             "{e}"
         );
+        // The web crate's rule: at least 16 characters, the token itself never shown.
+        let e = load(&none, &[("PUBSUB_HUB_TOKEN", "short-s3cret")], None).unwrap_err();
+        assert!(
+            e.message().starts_with(
+                "environment variable PUBSUB_HUB_TOKEN: the access token is 12 characters; at least 16"
+            ),
+            "{e}"
+        );
+        assert!(!e.message().contains("s3cret"), "{e}");
+        let e = load(
+            &none,
+            &[],
+            Some("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy\"]\n"),
+        )
+        .unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("config /x.toml: server.trusted_proxies: trusted proxy \"proxy\""),
+            "{e}"
+        );
+        let e = load(&none, &[("PUBSUB_HUB_WRITE_TIMEOUT_MS", "0")], None).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "environment variable PUBSUB_HUB_WRITE_TIMEOUT_MS: the limit write_timeout must be more than 0"
+        );
         let e = load(&none, &[], Some("[dashboard]\nshared_connections = 0\n")).unwrap_err();
         assert!(e.message().contains("dashboard.shared_connections"), "{e}");
         let e = load(&none, &[("RUST_LOG", "a=b=c")], None).unwrap_err();
@@ -858,7 +1142,7 @@ mod tests {
         let (_, none) = flags_none();
         let c = load(
             &none,
-            &[("PUBSUB_HUB_TOKEN", "tok-s3cret")],
+            &[("PUBSUB_HUB_TOKEN", "tok-s3cret-0123456789")],
             Some("[redis]\nurl = \"redis://u:pw-s3cret@h:1/\"\n"),
         )
         .unwrap();
@@ -881,7 +1165,7 @@ mod tests {
             !debug.contains("s3cret") && debug.contains("redis://u:***@h:1/"),
             "{debug}"
         );
-        let file = parse_file("[server]\ntoken = \"tok-s3cret\"\n").unwrap();
+        let file = parse_file("[server]\ntoken = \"tok-s3cret-0123456789\"\n").unwrap();
         assert!(!format!("{file:?}").contains("s3cret"), "{file:?}");
         let cli = crate::cli::Cli::try_parse_args([
             "pubsub-hub",
@@ -889,7 +1173,7 @@ mod tests {
             "redis://:pw-s3cret@h/",
             "serve",
             "--token",
-            "tok-s3cret",
+            "tok-s3cret-0123456789",
         ])
         .unwrap();
         assert!(!format!("{cli:?}").contains("s3cret"), "{cli:?}");

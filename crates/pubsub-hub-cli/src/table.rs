@@ -1,4 +1,4 @@
-//! Plain-text and Markdown tables for `inspect` and `bench`.
+//! Plain-text and Markdown tables for `inspect` (and the `pubsub-hub-bench` report).
 
 /// A table of strings with a header row.
 #[derive(Debug, Clone)]

@@ -52,8 +52,24 @@
 //!   [`start_node`](RedisCluster::start_node),
 //!   [`failover`](RedisCluster::failover),
 //!   [`wait_healthy`](RedisCluster::wait_healthy)), and [`CLUSTER_SLOTS`].
+//! - [`TlsRedisServer`]: a private server that also listens for TLS, with a throwaway CA
+//!   made by the `openssl` command ([`start`](TlsRedisServer::start),
+//!   [`tls_url`](TlsRedisServer::tls_url), [`ca_cert_pem`](TlsRedisServer::ca_cert_pem),
+//!   [`ca_cert_path`](TlsRedisServer::ca_cert_path), [`server`](TlsRedisServer::server)).
 //! - [`wait_until`] and [`wait_until_async`]: poll a condition every ~10 ms,
 //!   panic after a timeout.
+//! - For the dashboard on a real socket: [`http`], a minimal HTTP/1.1 client
+//!   ([`request`](http::request), [`request_from`](http::request_from), [`Reply`](http::Reply));
+//!   [`dashboard`], what its tests read (`/state` held to
+//!   [`STATE_DEADLINE`](dashboard::STATE_DEADLINE), subscribers in it, its Redis
+//!   connections); and [`soak`], the bounded churn-and-restarts run with its account of
+//!   every message, shared by the dashboard's test suite and its `soak` example.
+//! - For the real JavaScript clients (the `centrifuge` SDK, Chromium through
+//!   `playwright-core`): [`node`], which installs a test package's npm dependencies once per
+//!   process ([`npm_ci`](node::npm_ci)) and runs a scenario, answering its `control:`
+//!   requests ([`run_node`](node::run_node)).
+//! - [`WAIT`]: the bound on each wait of those three modules, which the dashboard's
+//!   tests use too.
 //!
 //! # Example
 //!
@@ -76,6 +92,10 @@
 //!   lost to another process between the check and redis-server's bind is
 //!   detected (bind failure, or a different `process_id` answering) and a new
 //!   one is tried.
+//! - Each process is started through `pubsub_hub_launcher::Launch`, the one
+//!   `redis-server` launcher the dashboard's private server and the bench use
+//!   too; the kit adds the port reservation, restarts on the same port, the
+//!   watchdog and the admin helpers.
 //! - Servers run with `--save "" --appendonly no --enable-debug-command local`
 //!   and their log in their temporary directory.
 //! - Connections handed out by the kit have 10 s read/write timeouts.
@@ -83,10 +103,21 @@
 //!   watchdog still kills it within ~1 s of the test process exiting.)
 
 mod cluster;
+pub mod dashboard;
+pub mod http;
+pub mod node;
 mod ports;
 mod server;
+pub mod soak;
+mod tls;
 mod wait;
+
+use std::time::Duration;
 
 pub use cluster::{CLUSTER_SLOTS, RedisCluster};
 pub use server::{ADMIN_CLIENT_NAME, ClientInfo, RedisServer};
-pub use wait::{wait_until, wait_until_async};
+pub use tls::TlsRedisServer;
+pub use wait::{child_output, wait_until, wait_until_async};
+
+/// Upper bound for any single wait of [`http`], [`dashboard`] and [`soak`].
+pub const WAIT: Duration = Duration::from_secs(15);

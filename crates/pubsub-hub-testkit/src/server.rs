@@ -7,8 +7,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use pubsub_hub_launcher::process::{LOG_FILE, OUTPUT_FILE, last_lines};
+use pubsub_hub_launcher::{Launch, LaunchError, Listen, RedisProcess};
 use redis::Value;
 
 use crate::ports::{self, PortReservation};
@@ -29,9 +31,6 @@ const START_ATTEMPTS: usize = 5;
 const RESTART_ATTEMPTS: usize = 5;
 /// Lines of server log quoted in panic messages.
 const LOG_TAIL_LINES: usize = 40;
-
-const LOG_FILE: &str = "redis.log";
-const OUTPUT_FILE: &str = "redis.stdout";
 
 /// One entry of `CLIENT LIST`, as returned by [`RedisServer::client_list`].
 ///
@@ -101,11 +100,27 @@ impl ClientInfo {
 }
 
 /// Why one attempt to launch redis-server failed.
-enum LaunchError {
+enum LaunchFailure {
     /// The port was taken by someone else: try another port (or later).
     PortTaken(String),
     /// Anything else: give up.
     Fatal(String),
+}
+
+impl From<LaunchError> for LaunchFailure {
+    fn from(e: LaunchError) -> Self {
+        if e.is_not_installed() {
+            panic!(
+                "redis-server not found on PATH: install it with `apt-get install redis-server`"
+            );
+        }
+        let text = format!("{e}\n--- log ---\n{}", e.log());
+        if e.is_address_in_use() {
+            LaunchFailure::PortTaken(text)
+        } else {
+            LaunchFailure::Fatal(format!("pubsub-hub-testkit: {text}"))
+        }
+    }
 }
 
 /// A private `redis-server` child process listening on a free 127.0.0.1
@@ -127,7 +142,8 @@ pub struct RedisServer {
     extra_args: Vec<String>,
     password: Option<String>,
     dir: tempfile::TempDir,
-    child: Option<Child>,
+    /// The running process (the shared launcher's), `None` while stopped.
+    process: Option<RedisProcess>,
     watchdog: Option<Child>,
     last_exit: Option<ExitStatus>,
     admin: Mutex<Option<redis::Connection>>,
@@ -192,16 +208,6 @@ pub(crate) fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn last_lines(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    let start = all.len().saturating_sub(lines);
-    let mut out = all[start..].join("\n");
-    if !out.is_empty() {
-        out.push('\n');
-    }
-    out
-}
-
 fn read_from(path: &Path, offset: u64) -> String {
     let mut out = Vec::new();
     if let Ok(mut f) = File::open(path)
@@ -210,10 +216,6 @@ fn read_from(path: &Path, offset: u64) -> String {
         let _ = f.read_to_end(&mut out);
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
 fn kill_and_reap(child: &mut Child) -> Option<ExitStatus> {
@@ -269,15 +271,15 @@ impl RedisServer {
                 extra_args: extra_args.clone(),
                 password: password.clone(),
                 dir,
-                child: None,
+                process: None,
                 watchdog: None,
                 last_exit: None,
                 admin: Mutex::new(None),
             };
             match server.launch(&binary) {
                 Ok(()) => return server,
-                Err(LaunchError::PortTaken(msg)) => last_error = msg,
-                Err(LaunchError::Fatal(msg)) => panic!("{msg}"),
+                Err(LaunchFailure::PortTaken(msg)) => last_error = msg,
+                Err(LaunchFailure::Fatal(msg)) => panic!("{msg}"),
             }
         }
         panic!(
@@ -333,7 +335,7 @@ impl RedisServer {
 
     /// Process id of the running server, if any.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.as_ref().map(RedisProcess::pid)
     }
 
     /// A [`redis::Client`] for [`url`](Self::url).
@@ -373,10 +375,10 @@ impl RedisServer {
         if let Some(mut watchdog) = self.watchdog.take() {
             kill_and_reap(&mut watchdog);
         }
-        let Some(mut child) = self.child.take() else {
+        let Some(mut process) = self.process.take() else {
             return;
         };
-        self.last_exit = kill_and_reap(&mut child);
+        self.last_exit = process.kill();
         let addr = self.addr();
         let refused = poll_until(STOP_TIMEOUT, || {
             TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err()
@@ -417,8 +419,8 @@ impl RedisServer {
             }
             match self.launch(&binary) {
                 Ok(()) => return,
-                Err(LaunchError::PortTaken(msg)) => last_error = msg,
-                Err(LaunchError::Fatal(msg)) => panic!("{msg}"),
+                Err(LaunchFailure::PortTaken(msg)) => last_error = msg,
+                Err(LaunchFailure::Fatal(msg)) => panic!("{msg}"),
             }
         }
         panic!(
@@ -430,20 +432,19 @@ impl RedisServer {
     /// True if the server process is alive (it may have been stopped, or have
     /// exited on its own, e.g. after `SHUTDOWN`).
     pub fn is_running(&mut self) -> bool {
-        let Some(child) = self.child.as_mut() else {
+        let Some(process) = self.process.as_mut() else {
             return false;
         };
-        match child.try_wait() {
-            Ok(None) => true,
-            Ok(Some(status)) => {
+        match process.try_wait() {
+            None => true,
+            Some(status) => {
                 self.last_exit = Some(status);
-                self.child = None;
+                self.process = None;
                 if let Some(mut w) = self.watchdog.take() {
                     kill_and_reap(&mut w);
                 }
                 false
             }
-            Err(_) => false,
         }
     }
 
@@ -451,7 +452,7 @@ impl RedisServer {
     /// not notice a process that exited on its own; see
     /// [`is_running`](Self::is_running)).
     pub(crate) fn is_started(&self) -> bool {
-        self.child.is_some()
+        self.process.is_some()
     }
 
     /// The whole server log (all runs, since restarts append to it).
@@ -634,139 +635,20 @@ impl RedisServer {
         }
     }
 
-    /// Spawns redis-server on our port and waits until it answers.
-    fn launch(&mut self, binary: &Path) -> Result<(), LaunchError> {
-        let dir = self.dir.path().to_path_buf();
-        let log_path = self.log_path();
-        let out_path = dir.join(OUTPUT_FILE);
-        let log_offset = file_len(&log_path);
-        let out_offset = file_len(&out_path);
-        let output = File::options()
-            .create(true)
-            .append(true)
-            .open(&out_path)
-            .map_err(|e| {
-                LaunchError::Fatal(format!("cannot create {}: {e}", out_path.display()))
-            })?;
-        let output2 = output
-            .try_clone()
-            .map_err(|e| LaunchError::Fatal(format!("cannot clone file handle: {e}")))?;
-
-        let mut cmd = Command::new(binary);
-        cmd.arg("--port")
-            .arg(self.port().to_string())
-            .args(["--bind", HOST])
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--logfile")
-            .arg(&log_path)
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
-            .args(["--daemonize", "no"])
+    /// Starts redis-server on our port through the shared launcher (which waits until
+    /// this very process answers PING and `INFO`), then arms the watchdog.
+    fn launch(&mut self, binary: &Path) -> Result<(), LaunchFailure> {
+        let process = Launch::new(Listen::loopback(self.port()), self.dir.path())
+            .binary(binary)
             .args(["--enable-debug-command", "local"])
             .args(&self.extra_args)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(output)
-            .stderr(output2);
-        let child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                panic!(
-                    "redis-server not found on PATH: install it with `apt-get install redis-server`"
-                )
-            }
-            Err(e) => {
-                return Err(LaunchError::Fatal(format!(
-                    "pubsub-hub-testkit: cannot run {}: {e}",
-                    binary.display()
-                )));
-            }
-        };
-        let pid = child.id();
-        self.child = Some(child);
+            .password(self.password.clone())
+            .ready_timeout(START_TIMEOUT)
+            .start()?;
+        self.watchdog = spawn_watchdog(process.pid());
+        self.process = Some(process);
         self.last_exit = None;
-        self.watchdog = spawn_watchdog(pid);
-
-        let new_output = || {
-            let mut s = read_from(&log_path, log_offset);
-            let out = read_from(&out_path, out_offset);
-            if !out.trim().is_empty() {
-                s.push_str("--- stdout/stderr ---\n");
-                s.push_str(&out);
-            }
-            s
-        };
-
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut last_error;
-        loop {
-            if !self.is_running() {
-                let log = new_output();
-                let status = self
-                    .last_exit
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "unknown status".into());
-                let port_taken = log.contains("Address already in use")
-                    || log.contains("Failed listening on port");
-                let msg = format!(
-                    "redis-server on port {} exited during startup ({status}); log:\n{}",
-                    self.port(),
-                    last_lines(&log, LOG_TAIL_LINES)
-                );
-                return Err(if port_taken {
-                    LaunchError::PortTaken(msg)
-                } else {
-                    LaunchError::Fatal(format!("pubsub-hub-testkit: {msg}"))
-                });
-            }
-            match self.probe(pid) {
-                Ok(true) => return Ok(()),
-                Ok(false) => {
-                    // Someone else answers on this port: ours cannot bind it.
-                    self.stop_quietly();
-                    return Err(LaunchError::PortTaken(format!(
-                        "another process answers on port {}",
-                        self.port()
-                    )));
-                }
-                Err(e) => last_error = e,
-            }
-            if Instant::now() >= deadline {
-                self.stop_quietly();
-                return Err(LaunchError::Fatal(format!(
-                    "pubsub-hub-testkit: redis-server on port {} did not answer PING within {START_TIMEOUT:?} (last error: {last_error}); log:\n{}",
-                    self.port(),
-                    last_lines(&new_output(), LOG_TAIL_LINES)
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// PING + `INFO server`; `Ok(true)` if our process `pid` answers,
-    /// `Ok(false)` if another process does.
-    fn probe(&self, pid: u32) -> Result<bool, String> {
-        if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_err() {
-            return Err("connection refused".into());
-        }
-        let client = self.client();
-        let mut con = client
-            .get_connection_with_timeout(Duration::from_secs(1))
-            .map_err(|e| e.to_string())?;
-        con.set_read_timeout(Some(Duration::from_secs(2)))
-            .map_err(|e| e.to_string())?;
-        let pong: String = redis::cmd("PING")
-            .query(&mut con)
-            .map_err(|e| e.to_string())?;
-        if pong != "PONG" {
-            return Err(format!("PING answered {pong:?}"));
-        }
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query(&mut con)
-            .map_err(|e| e.to_string())?;
-        Ok(info_field(&info, "process_id") == Some(pid.to_string().as_str()))
+        Ok(())
     }
 
     /// Kills the child without waiting for the port to close.
@@ -775,8 +657,8 @@ impl RedisServer {
         if let Some(mut w) = self.watchdog.take() {
             kill_and_reap(&mut w);
         }
-        if let Some(mut c) = self.child.take() {
-            self.last_exit = kill_and_reap(&mut c);
+        if let Some(mut process) = self.process.take() {
+            self.last_exit = process.kill();
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Polling helpers with mandatory timeouts.
 
 use std::future::Future;
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 /// Interval between two polls of a condition.
@@ -72,5 +73,26 @@ where
             panic!("timed out after {elapsed:?} (timeout {timeout:?}) waiting until {what}");
         }
         tokio::time::sleep(POLL_INTERVAL.min(timeout - elapsed)).await;
+    }
+}
+
+/// Waits for `child` to exit within `timeout` and returns its output (pipe stdout and stderr
+/// to see them); otherwise kills it and panics with what it printed.
+pub fn child_output(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "the process did not exit within {timeout:?}; stdout: {}; stderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(POLL_INTERVAL);
     }
 }

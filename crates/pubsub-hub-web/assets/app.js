@@ -1,6 +1,8 @@
 // pubsub-hub dashboard.
 //
-// Updates arrive as server-sent events (`event: state` on /events). If that stream fails,
+// Updates arrive as server-sent events on /events: one `event: state` (the whole /state
+// document) when the stream opens, then `event: delta` with only what changed, which the
+// page applies to its copy (the protocol is in docs/http-api.md). If that stream fails,
 // the page polls /state every 800 ms, as the guide's page does, and keeps trying to get the
 // stream back. Every string from Redis or a user goes into the page through textContent or
 // an attribute: nothing is ever parsed as HTML.
@@ -38,6 +40,8 @@
   // ---- connection state ---------------------------------------------------------------
 
   let source = null;
+  // The document the push stream built: its first `state` with every `delta` applied.
+  let pushed = null;
   let pollTimer = null;
   let reconnectTimer = null;
 
@@ -53,15 +57,34 @@
       startPolling();
       return;
     }
+    pushed = null;
     source = new EventSource('/events');
     source.addEventListener('state', (event) => {
       stopPolling();
       setLink('live', 'live', 'Updates are pushed by the server as they happen');
       try {
-        render(JSON.parse(event.data));
+        pushed = JSON.parse(event.data);
+        show(pushed);
       } catch (err) {
         console.error('bad state event', err);
       }
+    });
+    source.addEventListener('delta', (event) => {
+      let delta;
+      try {
+        delta = JSON.parse(event.data);
+      } catch (err) {
+        console.error('bad delta event', err);
+        return;
+      }
+      if (!pushed || delta.base !== pushed.version) {
+        // Out of step with the stream: start over from a whole state.
+        source.close();
+        connect();
+        return;
+      }
+      applyDelta(pushed, delta);
+      show(pushed);
     });
     source.addEventListener('error', () => {
       setLink('wait', 'polling', 'The push stream is down: polling /state every 800 ms');
@@ -73,6 +96,30 @@
         reconnectTimer = setTimeout(connect, RECONNECT_MS);
       }
     });
+  }
+
+  /**
+   * Applies one `delta` event to `state` (a document with the delta's `base` as version):
+   * changed top-level fields are replaced whole, removed subscribers dropped, whole
+   * subscribers (with `messages`) put in place, changed ones get their other fields and
+   * `messages_new` on top of their old messages, cut to `messages_kept`.
+   */
+  function applyDelta(state, delta) {
+    Object.assign(state, delta.set || {});
+    const byName = new Map((state.subscriptions || []).map((s) => [s.name, s]));
+    for (const name of delta.removed || []) byName.delete(name);
+    for (const entry of delta.subscriptions || []) {
+      if ('messages' in entry) {
+        byName.set(entry.name, entry);
+        continue;
+      }
+      const { messages_new: fresh, messages_kept: kept, ...fields } = entry;
+      const before = byName.get(entry.name);
+      fields.messages = fresh.concat(before ? before.messages : []).slice(0, kept);
+      byName.set(entry.name, fields);
+    }
+    const order = delta.order || (state.subscriptions || []).map((s) => s.name);
+    state.subscriptions = order.filter((name) => byName.has(name)).map((name) => byName.get(name));
   }
 
   function startPolling() {
@@ -91,7 +138,7 @@
     try {
       const res = await fetch('/state', { cache: 'no-store' });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      render(await res.json());
+      show(await res.json());
       if (pollTimer) setLink('wait', 'polling', 'The push stream is down: polling /state every 800 ms');
     } catch (err) {
       setLink('down', 'offline', `The dashboard server does not answer (${err.message})`);
@@ -141,6 +188,21 @@
   }
 
   // ---- rendering ----------------------------------------------------------------------
+
+  // What is on screen: the dashboard process (`other_dashboards.instance`) and the hub
+  // version of the document rendered last. The answer to a form is built when its request
+  // ends and may be older than what the push stream has shown meanwhile (a message that
+  // arrived in between, whose delta came first); it must not paint over it, since no later
+  // delta would repair that. A restarted dashboard counts its versions from the start
+  // again, so a document of another process is always shown.
+  let shown = null;
+
+  function show(state) {
+    const instance = state.other_dashboards ? state.other_dashboards.instance : null;
+    if (shown && shown.instance === instance && state.version < shown.version) return;
+    shown = { instance, version: state.version };
+    render(state);
+  }
 
   function render(state) {
     renderBanner(state.redis);
@@ -212,7 +274,7 @@
       unsubscribe.disabled = true;
       try {
         const body = await post('/unsubscribe', { name });
-        render(body.state);
+        show(body.state);
       } catch (err) {
         toast(err.message);
         unsubscribe.disabled = false;
@@ -433,7 +495,7 @@
       withButton(publishForm, async () => {
         const data = new FormData(publishForm);
         const body = await post('/publish', data);
-        render(body.state);
+        show(body.state);
         const total = body.delivered.reduce((a, b) => a + b, 0);
         const command = body.kind === 'shard' ? 'SPUBLISH' : 'PUBLISH';
         $('publish-result').textContent =
@@ -446,7 +508,7 @@
       event.preventDefault();
       withButton(subscribeForm, async () => {
         const body = await post('/subscribe', new FormData(subscribeForm));
-        render(body);
+        show(body);
         subscribeForm.elements.name.value = '';
         subscribeForm.elements.target.value = '';
       });
@@ -456,7 +518,7 @@
     reset.addEventListener('click', async () => {
       reset.disabled = true;
       try {
-        render(await post('/reset', {}));
+        show(await post('/reset', {}));
         $('publish-result').textContent = '';
         toast('Reset: the three default subscribers are back and the counters are zero.', 'info');
       } catch (err) {

@@ -1,4 +1,5 @@
-//! Access control: the access token, cross-site refusal and the loopback host check.
+//! Access control: the access token, its guessing limit, cross-site refusal and the loopback
+//! host check.
 //!
 //! One middleware, [`guard`], in front of every route:
 //! 1. **Host** (only without a token, when the dashboard listens on loopback): a `Host`
@@ -6,12 +7,23 @@
 //!    re-points its own name at 127.0.0.1 (DNS rebinding) is then still another host.
 //! 2. **Token** (when one is configured): every route but the health checks needs
 //!    `Authorization: Bearer <token>` or the session cookie. Visiting `/?token=<token>` once
-//!    sets the cookie (`HttpOnly`, `SameSite=Strict`) and redirects to `/`, so the page, its
-//!    `fetch` calls and its `EventSource` (which cannot send headers) keep working. Tokens
-//!    are compared in constant time.
-//! 3. **Cross-site** (always): a POST whose `Sec-Fetch-Site` is `cross-site` or `same-site`
+//!    sets the cookie (`HttpOnly`, `SameSite=Strict`, and `Secure` when the page was reached
+//!    over HTTPS) on a redirect to `/`, so the token leaves the address bar and the history,
+//!    and the page, its `fetch` calls and its `EventSource` (which cannot send headers) keep
+//!    working. Tokens are at least [`MIN_TOKEN_CHARS`] characters and compared in constant
+//!    time.
+//! 3. **Guessing** (with a token): wrong tokens are limited per client address
+//!    ([`crate::throttle`]); past the limit every request of that address that needs the
+//!    token gets `429 {"error": ...}` with `Retry-After`, until its budget refills.
+//! 4. **Cross-site** (always): a POST whose `Sec-Fetch-Site` is `cross-site` or `same-site`
 //!    (another port of the same host is the same *site*), or whose `Origin` does not match
 //!    its `Host`, is refused with 403. Requests without either header (curl, scripts) pass.
+//!
+//! The client address and HTTPS come from [`crate::client`]: the connection's peer, or what
+//! a configured trusted reverse proxy forwards.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -19,13 +31,19 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
+use crate::client::{self, TrustedProxies};
 use crate::error::ApiError;
+use crate::throttle::{FailureLimit, FailureLimiter, retry_after_secs};
 
 /// Name of the session cookie set by `/?token=...`.
 pub const TOKEN_COOKIE: &str = "pubsub_hub_token";
 
 /// Routes that never need the token: a load balancer's health checks.
 pub const PUBLIC_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+
+/// Fewest characters an access token may have (16): with the guessing limit of
+/// [`crate::throttle`], even a token of 16 hex digits (64 bits) cannot be found by trying.
+pub const MIN_TOKEN_CHARS: usize = 16;
 
 /// Who may use the dashboard.
 #[derive(Clone, Default)]
@@ -35,6 +53,13 @@ pub struct AccessControl {
     /// Refuse requests whose `Host` is not a loopback name; set by
     /// [`crate::Dashboard::start`] when it listens on loopback without a token.
     pub loopback_hosts_only: bool,
+    /// Mark the session cookie `Secure` always: the dashboard is reached over HTTPS (a
+    /// TLS-terminating proxy) even when no trusted proxy says so per request.
+    pub cookie_secure: bool,
+    /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed ([`crate::client`]).
+    pub trusted_proxies: TrustedProxies,
+    /// Wrong tokens per client address; shared by clones, so one dashboard has one table.
+    limiter: Arc<FailureLimiter>,
 }
 
 impl std::fmt::Debug for AccessControl {
@@ -43,6 +68,9 @@ impl std::fmt::Debug for AccessControl {
         f.debug_struct("AccessControl")
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("loopback_hosts_only", &self.loopback_hosts_only)
+            .field("cookie_secure", &self.cookie_secure)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("failure_limit", &self.limiter.limit())
             .finish()
     }
 }
@@ -53,11 +81,12 @@ impl AccessControl {
         Self::default()
     }
 
-    /// Requires `token` on every route but the health checks.
+    /// Requires `token` on every route but the health checks. The token is taken as it is;
+    /// [`validate_token`] is the rule [`crate::Dashboard::start`] and the CLI apply first.
     pub fn with_token(token: impl Into<String>) -> Self {
         AccessControl {
             token: Some(token.into()),
-            loopback_hosts_only: false,
+            ..Self::default()
         }
     }
 
@@ -67,14 +96,39 @@ impl AccessControl {
         self
     }
 
+    /// Sets whether the session cookie is always `Secure`.
+    pub fn with_cookie_secure(mut self, on: bool) -> Self {
+        self.cookie_secure = on;
+        self
+    }
+
+    /// Sets the proxies whose forwarding headers are believed.
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
+    /// Sets how many wrong tokens a client address may send (a fresh table).
+    pub fn with_failure_limit(mut self, limit: FailureLimit) -> Self {
+        self.limiter = Arc::new(FailureLimiter::new(limit));
+        self
+    }
+
     /// True when a token is required.
     pub fn requires_token(&self) -> bool {
         self.token.is_some()
     }
+
+    /// The wrong-token limiter (its table size is observable through it).
+    pub fn limiter(&self) -> &FailureLimiter {
+        &self.limiter
+    }
 }
 
-/// Checks a token for use: not empty, and only visible ASCII (it travels in a header and a
-/// cookie). The error names the problem, never the token.
+/// Checks a token for use: at least [`MIN_TOKEN_CHARS`] characters, and only visible ASCII
+/// (it travels in a header and a cookie). The error names the problem, never the token.
+/// The dashboard ([`crate::Dashboard::start`]) and the CLI's configuration check both apply
+/// this one rule.
 pub fn validate_token(token: &str) -> Result<(), String> {
     if token.is_empty() {
         return Err("the access token is empty".into());
@@ -85,10 +139,21 @@ pub fn validate_token(token: &str) -> Result<(), String> {
     {
         return Err("the access token must be printable ASCII without spaces, ';' or ','".into());
     }
+    if token.len() < MIN_TOKEN_CHARS {
+        return Err(format!(
+            "the access token is {} characters; at least {MIN_TOKEN_CHARS} are required \
+             (`openssl rand -hex 16` makes a good one)",
+            token.len()
+        ));
+    }
     Ok(())
 }
 
 /// The middleware; see the module documentation for the order of the checks.
+///
+/// # Cancel safety
+/// Cancel-safe: its only state is the wrong-token table, updated synchronously before the
+/// route runs; dropping it drops the route's future (see each route).
 pub async fn guard(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let access = &app.access;
     let headers = request.headers();
@@ -112,6 +177,21 @@ pub async fn guard(State(app): State<AppState>, request: Request, next: Next) ->
     if public {
         return next.run(request).await;
     }
+    let peer = client::peer(&request);
+    let client_ip = client::client_ip(peer, headers, &access.trusted_proxies);
+    let now = Instant::now();
+    if let Err(wait) = access.limiter.check(client_ip, now) {
+        tracing::warn!(client = %client_ip, "refusing a request: too many wrong access tokens");
+        return ApiError::TooManyRequests {
+            message: "too many wrong access tokens from this address; wait and try again".into(),
+            retry_after_secs: retry_after_secs(wait),
+        }
+        .into_response();
+    }
+    let wrong = || {
+        access.limiter.fail(client_ip, now);
+        ApiError::Unauthorized("the access token is wrong".into()).into_response()
+    };
     let path = request.uri().path();
     // A `/?token=` wins over an old cookie, so a changed token can be entered again.
     if path == "/"
@@ -119,15 +199,17 @@ pub async fn guard(State(app): State<AppState>, request: Request, next: Next) ->
         && let Some(given) = query_token(request.uri().query().unwrap_or_default())
     {
         if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            return login(token);
+            let secure = access.cookie_secure
+                || client::forwarded_https(peer, headers, &access.trusted_proxies);
+            return login(token, secure);
         }
-        return ApiError::Unauthorized("the access token is wrong".into()).into_response();
+        return wrong();
     }
     if let Some(given) = bearer(headers).or_else(|| cookie(headers, TOKEN_COOKIE)) {
         if constant_time_eq(given.as_bytes(), token.as_bytes()) {
             return next.run(request).await;
         }
-        return ApiError::Unauthorized("the access token is wrong".into()).into_response();
+        return wrong();
     }
     ApiError::Unauthorized(
         "an access token is required: send `Authorization: Bearer <token>`, or open \
@@ -138,9 +220,11 @@ pub async fn guard(State(app): State<AppState>, request: Request, next: Next) ->
 }
 
 /// The answer to a right `/?token=`: set the cookie and go to `/`, so the token leaves the
-/// address bar and the history.
-fn login(token: &str) -> Response {
-    let cookie = format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+/// address bar and the history. `secure` adds `Secure` (the page was reached over HTTPS),
+/// so the browser never sends the cookie over plain HTTP.
+fn login(token: &str, secure: bool) -> Response {
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}");
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -316,8 +400,14 @@ mod tests {
     #[test]
     fn tokens_are_validated() {
         assert!(validate_token("").is_err());
-        assert!(validate_token("has space").is_err());
-        assert!(validate_token("a;b").is_err());
-        assert!(validate_token("s3cret-T0ken_~").is_ok());
+        assert!(validate_token("has space but long enough").is_err());
+        assert!(validate_token("a;b-long-enough-token").is_err());
+        assert!(validate_token("s3cret-T0ken_~-16").is_ok());
+        let short = validate_token("s3cret-T0ken_~1").unwrap_err();
+        assert!(
+            short.contains("15 characters") && short.contains("at least 16"),
+            "{short}"
+        );
+        assert!(!short.contains("s3cret"), "{short}");
     }
 }

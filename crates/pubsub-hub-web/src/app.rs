@@ -15,7 +15,6 @@ use tower_http::trace::{DefaultOnFailure, DefaultOnRequest, DefaultOnResponse, T
 use tracing::Level;
 
 use crate::access::{self, AccessControl};
-use crate::gaps::GapTracker;
 use crate::limits::Limits;
 use crate::metrics::{Metrics, UNMATCHED_ROUTE};
 use crate::push::StateFeed;
@@ -31,7 +30,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
      style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
      base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// What the dashboard shows and how often it pushes. The defaults are the contract's.
+/// What the dashboard shows and how often it pushes. The defaults are the contract's
+/// (`docs/http-api.md`).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct DashboardSettings {
@@ -121,17 +121,101 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The one producer of pushed states, shared by all `/events` streams.
     pub(crate) feed: Arc<StateFeed>,
+    /// The newest `/state` document, served until the hub's version moves (or it is
+    /// [`STATE_MAX_AGE`](crate::state::STATE_MAX_AGE) old).
+    pub(crate) states: Arc<crate::state::StateCache>,
     /// What one request may ask for; every route checks its input against it.
     pub limits: Arc<Limits>,
     /// Token, host and cross-site rules, applied by [`access::guard`] before any route.
     pub access: Arc<AccessControl>,
-    /// The subscribers' delivery gaps, shown in `/state`.
-    pub gaps: Arc<GapTracker>,
+    /// Every dashboard process's subscribers through Redis, shown in `/state`'s
+    /// `other_dashboards` (see [`crate::peers`]).
+    pub peers: Arc<crate::peers::PeerDirectory>,
     /// This dashboard's metrics (its own registry), rendered by `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Held by `/subscribe`, `/unsubscribe` and `/reset` while they change the registry, so
     /// a limit check and the change it allows cannot interleave with another change.
     pub(crate) writes: Arc<tokio::sync::Mutex<()>>,
+    /// The changes running in tasks of their own, so that a client leaving cannot stop
+    /// them half-way ([`Detached::run`]); the server waits for them at shutdown.
+    pub(crate) detached: Arc<Detached>,
+}
+
+/// Changes (`/publish`, `/subscribe`, `/unsubscribe`, `/reset`) run to their end in a task
+/// of their own, whatever happens to the request.
+///
+/// When a client closes or half-closes its connection, hyper drops the handler's future at
+/// whatever `.await` it has reached. A change dropped half-way would leave half a change:
+/// a reset that closed every subscriber but seeded none, five of twenty publishes. So the
+/// handler hands the change (body already read and checked) to a task and awaits its
+/// result; if the handler is dropped the task still finishes, as if the client had stayed.
+/// At most [`Limits::max_connections`] such tasks run at once (the requests that started
+/// them held connections); beyond that the answer is 503 busy, so clients that come and go
+/// cannot pile up tasks.
+#[derive(Debug, Default)]
+pub(crate) struct Detached {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Counts one detached change while it lives, also if its task panics or is aborted.
+struct Running(Arc<Detached>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Detached {
+    /// Runs `change` in its own task and returns its result. Refuses with
+    /// [`ApiError::Busy`](crate::ApiError::Busy) when `max` changes are already running.
+    ///
+    /// # Cancel safety
+    /// Dropping the returned future does not stop the change: it runs to its end, and only
+    /// its result is lost.
+    pub(crate) async fn run<T, F>(
+        self: &Arc<Self>,
+        max: usize,
+        change: F,
+    ) -> Result<T, crate::ApiError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, crate::ApiError>> + Send + 'static,
+    {
+        use std::sync::atomic::Ordering;
+        if self.running.fetch_add(1, Ordering::AcqRel) >= max {
+            drop(Running(Arc::clone(self)));
+            return Err(crate::ApiError::Busy);
+        }
+        let running = Running(Arc::clone(self));
+        let task = tokio::spawn(async move {
+            let result = change.await;
+            drop(running);
+            result
+        });
+        task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a change failed");
+            Err(crate::ApiError::Internal)
+        })
+    }
+
+    /// Resolves when no detached change is running.
+    pub(crate) async fn wait_idle(&self) {
+        use std::sync::atomic::Ordering;
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
 }
 
 impl AppState {
@@ -141,7 +225,8 @@ impl AppState {
     }
 
     /// State for `hub` with `settings`, the default [`Limits`] and no access control.
-    /// Inside a Tokio runtime this starts the gap tracker's task.
+    /// Inside a Tokio runtime this starts the peer directory's task, which ends when
+    /// [`AppState::shutdown`] is cancelled.
     pub fn with_settings(hub: PubSubHub, settings: DashboardSettings) -> Self {
         let state = AppState {
             metrics: Arc::new(Metrics::new(&hub)),
@@ -149,18 +234,22 @@ impl AppState {
             settings: Arc::new(settings),
             shutdown: CancellationToken::new(),
             feed: Arc::new(StateFeed::new()),
+            states: Arc::default(),
             limits: Arc::new(Limits::default()),
             access: Arc::new(AccessControl::open()),
-            gaps: Arc::new(GapTracker::new()),
+            peers: Arc::new(crate::peers::PeerDirectory::new()),
             writes: Arc::new(tokio::sync::Mutex::new(())),
+            detached: Arc::new(Detached::default()),
         };
-        state.gaps.start(&state.hub, &state.shutdown);
+        state.peers.start(&state.hub, &state.shutdown);
         state
     }
 
     /// Replaces the limits.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = Arc::new(limits);
+        // Documents built under the old bound must not be served under the new one.
+        self.states = Arc::default();
         self
     }
 

@@ -20,6 +20,9 @@ pub const FAVICON_SVG: &str = include_str!("../assets/favicon.svg");
 const ASSET_CACHE: &str = "no-cache";
 
 /// `GET /`: the dashboard page.
+///
+/// # Cancel safety
+/// Cancel-safe: nothing is awaited that holds state.
 #[utoipa::path(
     get,
     path = "/",
@@ -42,6 +45,9 @@ pub async fn index() -> impl IntoResponse {
 }
 
 /// `GET /app.js`.
+///
+/// # Cancel safety
+/// Cancel-safe: nothing is awaited that holds state.
 #[utoipa::path(
     get,
     path = "/app.js",
@@ -63,6 +69,9 @@ pub async fn script() -> impl IntoResponse {
 }
 
 /// `GET /style.css`.
+///
+/// # Cancel safety
+/// Cancel-safe: nothing is awaited that holds state.
 #[utoipa::path(
     get,
     path = "/style.css",
@@ -84,6 +93,9 @@ pub async fn style() -> impl IntoResponse {
 }
 
 /// `GET /favicon.svg`.
+///
+/// # Cancel safety
+/// Cancel-safe: nothing is awaited that holds state.
 #[utoipa::path(
     get,
     path = "/favicon.svg",

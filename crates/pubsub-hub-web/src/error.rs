@@ -36,6 +36,13 @@ pub enum ApiError {
     Unauthorized(String),
     /// The request is refused whatever the credentials (cross-site, foreign host): 403.
     Forbidden(String),
+    /// Too many wrong access tokens from this client address: 429 with `Retry-After`.
+    TooManyRequests {
+        /// What to tell the client.
+        message: String,
+        /// Whole seconds until it may try again (at least 1).
+        retry_after_secs: u64,
+    },
     /// No such route: 404.
     NotFound,
     /// The route exists but not for this method: 405.
@@ -71,6 +78,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RedisRefused(_) => StatusCode::BAD_GATEWAY,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -90,6 +98,7 @@ impl ApiError {
             | ApiError::PayloadTooLarge(m)
             | ApiError::Unauthorized(m)
             | ApiError::Forbidden(m)
+            | ApiError::TooManyRequests { message: m, .. }
             | ApiError::RedisRefused(m)
             | ApiError::BodyTimeout(m) => m.clone(),
             ApiError::NotFound => "not found".into(),
@@ -120,7 +129,7 @@ impl From<HubError> for ApiError {
             ApiError::BadRequest(e.to_string())
         } else if e.is_closed() {
             ApiError::ShuttingDown
-        } else if let Some(code) = refusal_code(&e) {
+        } else if let Some(code) = e.refusal() {
             tracing::warn!(error = %e, "request failed: Redis refused the command");
             ApiError::RedisRefused(format!(
                 "Redis refused the command ({code}): the user the dashboard connects as lacks a \
@@ -136,26 +145,6 @@ impl From<HubError> for ApiError {
     }
 }
 
-/// What Redis refused, when it refused a command or a login for the user we connect as
-/// (`NOPERM`, `NOAUTH`, a wrong password), rather than being away: retrying will not help
-/// until the ACL or the credentials are fixed.
-pub(crate) fn refusal_code(e: &HubError) -> Option<&'static str> {
-    let text = match e {
-        HubError::Redis(e) if e.kind() == redis::ErrorKind::AuthenticationFailed => {
-            return Some("authentication failed");
-        }
-        HubError::Redis(e) => e.code().map(str::to_owned).unwrap_or_else(|| e.to_string()),
-        HubError::Unavailable(why) => why.clone(),
-        _ => return None,
-    };
-    if text.contains("authentication failed") || text.contains("WRONGPASS") {
-        return Some("authentication failed");
-    }
-    ["NOPERM", "NOAUTH"]
-        .into_iter()
-        .find(|code| text.contains(code))
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response =
@@ -164,6 +153,14 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         // A 405 gets no `Allow` here: axum adds the route's own methods (`GET,HEAD` or
         // `POST`) to any 405 that has none, which is what RFC 9110 asks for.

@@ -1,5 +1,5 @@
-//! Strict `application/x-www-form-urlencoded` decoding, and the parsing of the contract's
-//! `target` and `count` fields.
+//! Strict `application/x-www-form-urlencoded` decoding, and the parsing of the `target` and
+//! `count` fields of the contract (`docs/http-api.md`).
 //!
 //! The usual decoders are lenient: they keep a `%` that is not followed by two hex digits
 //! as it is, and replace bytes that are not UTF-8 with U+FFFD. A dashboard that stores

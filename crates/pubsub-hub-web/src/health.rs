@@ -58,6 +58,10 @@ pub struct SubscriberCounts {
 /// [`READY_REDIS_TIMEOUT`]. The probe is `PUBSUB NUMPAT` (the library offers no PING of its
 /// own; any answer proves the connection the dashboard publishes on works), timed in the
 /// metrics as `command="numpat"`.
+///
+/// # Cancel safety
+/// Cancel-safe: it only reads, and holds no lock across an `.await`; dropping it leaves
+/// nothing behind.
 pub async fn redis_answers(app: &AppState) -> bool {
     let started = Instant::now();
     let answered = matches!(
@@ -70,6 +74,10 @@ pub async fn redis_answers(app: &AppState) -> bool {
 }
 
 /// The readiness of `app` now: one bounded Redis probe plus the subscribers' statuses.
+///
+/// # Cancel safety
+/// Cancel-safe: it only reads, and holds no lock across an `.await`; dropping it leaves
+/// nothing behind.
 pub async fn readiness(app: &AppState) -> Readiness {
     let redis_up = redis_answers(app).await;
     let subs = app.hub.subscriptions();
@@ -90,6 +98,9 @@ pub async fn readiness(app: &AppState) -> Readiness {
 }
 
 /// `GET /readyz`: 200 when ready, else 503; the body is a [`Readiness`] either way.
+///
+/// # Cancel safety
+/// Cancel-safe: it only reads; dropping it leaves nothing behind.
 #[utoipa::path(
     get,
     path = "/readyz",

@@ -7,7 +7,8 @@
 //!
 //! Besides the inputs, it bounds what one answer lists from the server as a whole
 //! (`max_listed_channels`), and what one connection may hold: how long its request head and
-//! body may take to arrive, and how many connections are open at once.
+//! body may take to arrive, how long a write to it may be blocked by a client that does not
+//! read, and how many connections are open at once.
 
 use std::time::Duration;
 
@@ -43,6 +44,12 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request body may take to arrive, as a whole (10 s); then the answer is a
 /// 408 and the connection is closed.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a response may make no write progress (10 s): a client that stops reading a
+/// large `/state` or an `/events` stream fills the socket buffers, and once nothing more
+/// can be written for this long the connection is closed, giving its place under
+/// [`DEFAULT_MAX_CONNECTIONS`] back. The clock runs only while a write is blocked, so an
+/// idle stream or a slow but reading client is never cut.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most HTTP connections open at once (512). Every open page holds one for its push stream
 /// and browsers open a few more; beyond the bound a new connection is answered with a 503
 /// and closed at once.
@@ -76,6 +83,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Bound on receiving a whole request body ([`DEFAULT_BODY_READ_TIMEOUT`]): 408.
     pub body_read_timeout: Duration,
+    /// Bound on a blocked write to a client ([`DEFAULT_WRITE_TIMEOUT`]): a connection whose
+    /// client has stopped reading is closed after it.
+    pub write_timeout: Duration,
     /// Most connections open at once ([`DEFAULT_MAX_CONNECTIONS`]): 503 beyond.
     pub max_connections: usize,
 }
@@ -93,6 +103,7 @@ impl Default for Limits {
             max_listed_channels: DEFAULT_MAX_LISTED_CHANNELS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
@@ -100,37 +111,45 @@ impl Default for Limits {
 
 impl Limits {
     /// Checks that every limit can serve a request: counts, sizes and time-outs at least 1,
-    /// and `max_connections` within what a semaphore holds. The error names the limit.
-    pub fn validate(&self) -> Result<(), String> {
+    /// and `max_connections` within what a semaphore holds. The error names the limit (a
+    /// [`Limit`], the field of this struct) and the reason, for a caller to report in its
+    /// own words (the binary names its flag, variable or file key).
+    pub fn validate(&self) -> Result<(), LimitError> {
         let counts = [
-            ("max_body_bytes", self.max_body_bytes),
-            ("max_message_bytes", self.max_message_bytes),
-            ("max_subscriptions", self.max_subscriptions),
+            (Limit::MaxBodyBytes, self.max_body_bytes),
+            (Limit::MaxMessageBytes, self.max_message_bytes),
+            (Limit::MaxSubscriptions, self.max_subscriptions),
             (
-                "max_targets_per_subscription",
+                Limit::MaxTargetsPerSubscription,
                 self.max_targets_per_subscription,
             ),
-            ("max_name_bytes", self.max_name_bytes),
-            ("max_target_bytes", self.max_target_bytes),
-            ("max_publish_count", self.max_publish_count as usize),
-            ("max_listed_channels", self.max_listed_channels),
-            ("max_connections", self.max_connections),
+            (Limit::MaxNameBytes, self.max_name_bytes),
+            (Limit::MaxTargetBytes, self.max_target_bytes),
+            (Limit::MaxPublishCount, self.max_publish_count as usize),
+            (Limit::MaxListedChannels, self.max_listed_channels),
+            (Limit::MaxConnections, self.max_connections),
         ];
-        if let Some((name, _)) = counts.iter().find(|(_, n)| *n == 0) {
-            return Err(format!("the limit {name} must be at least 1"));
+        let zero = |limit| LimitError {
+            limit,
+            problem: LimitProblem::Zero,
+        };
+        if let Some((limit, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            return Err(zero(*limit));
         }
-        let max_permits = tokio::sync::Semaphore::MAX_PERMITS;
-        if self.max_connections > max_permits {
-            return Err(format!(
-                "the limit max_connections must be at most {max_permits}"
-            ));
+        let max = tokio::sync::Semaphore::MAX_PERMITS;
+        if self.max_connections > max {
+            return Err(LimitError {
+                limit: Limit::MaxConnections,
+                problem: LimitProblem::AboveMax { max },
+            });
         }
-        for (name, d) in [
-            ("header_read_timeout", self.header_read_timeout),
-            ("body_read_timeout", self.body_read_timeout),
+        for (limit, d) in [
+            (Limit::HeaderReadTimeout, self.header_read_timeout),
+            (Limit::BodyReadTimeout, self.body_read_timeout),
+            (Limit::WriteTimeout, self.write_timeout),
         ] {
             if d.is_zero() {
-                return Err(format!("the limit {name} must be more than 0"));
+                return Err(zero(limit));
             }
         }
         Ok(())
@@ -205,6 +224,101 @@ impl Limits {
     }
 }
 
+/// One of the [`Limits`], by its field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// [`Limits::max_body_bytes`].
+    MaxBodyBytes,
+    /// [`Limits::max_message_bytes`].
+    MaxMessageBytes,
+    /// [`Limits::max_subscriptions`].
+    MaxSubscriptions,
+    /// [`Limits::max_targets_per_subscription`].
+    MaxTargetsPerSubscription,
+    /// [`Limits::max_name_bytes`].
+    MaxNameBytes,
+    /// [`Limits::max_target_bytes`].
+    MaxTargetBytes,
+    /// [`Limits::max_publish_count`].
+    MaxPublishCount,
+    /// [`Limits::max_listed_channels`].
+    MaxListedChannels,
+    /// [`Limits::header_read_timeout`].
+    HeaderReadTimeout,
+    /// [`Limits::body_read_timeout`].
+    BodyReadTimeout,
+    /// [`Limits::write_timeout`].
+    WriteTimeout,
+    /// [`Limits::max_connections`].
+    MaxConnections,
+}
+
+impl Limit {
+    /// The field's name, as in the `/state` and error texts: `max_body_bytes`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::MaxBodyBytes => "max_body_bytes",
+            Limit::MaxMessageBytes => "max_message_bytes",
+            Limit::MaxSubscriptions => "max_subscriptions",
+            Limit::MaxTargetsPerSubscription => "max_targets_per_subscription",
+            Limit::MaxNameBytes => "max_name_bytes",
+            Limit::MaxTargetBytes => "max_target_bytes",
+            Limit::MaxPublishCount => "max_publish_count",
+            Limit::MaxListedChannels => "max_listed_channels",
+            Limit::HeaderReadTimeout => "header_read_timeout",
+            Limit::BodyReadTimeout => "body_read_timeout",
+            Limit::WriteTimeout => "write_timeout",
+            Limit::MaxConnections => "max_connections",
+        }
+    }
+
+    /// True for the time-outs (a [`std::time::Duration`] rather than a count).
+    pub fn is_duration(self) -> bool {
+        matches!(
+            self,
+            Limit::HeaderReadTimeout | Limit::BodyReadTimeout | Limit::WriteTimeout
+        )
+    }
+}
+
+/// What is wrong with a limit's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitProblem {
+    /// It is 0, which would refuse every request (or time every one out).
+    Zero,
+    /// It is above what can be enforced.
+    AboveMax {
+        /// The largest value that can.
+        max: usize,
+    },
+}
+
+/// A limit that cannot serve, from [`Limits::validate`]: which one and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitError {
+    /// The limit.
+    pub limit: Limit,
+    /// What is wrong with its value.
+    pub problem: LimitProblem,
+}
+
+impl std::fmt::Display for LimitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self.limit.name();
+        match self.problem {
+            LimitProblem::Zero if self.limit.is_duration() => {
+                write!(f, "the limit {name} must be more than 0")
+            }
+            LimitProblem::Zero => write!(f, "the limit {name} must be at least 1"),
+            LimitProblem::AboveMax { max } => write!(f, "the limit {name} must be at most {max}"),
+        }
+    }
+}
+
+impl std::error::Error for LimitError {}
+
 /// Names and channels are shown as text and written to logs: control characters (line
 /// breaks, escape sequences, NUL) in them are refused rather than stored.
 fn no_control_characters(field: &str, value: &str) -> Result<(), ApiError> {
@@ -219,6 +333,43 @@ fn no_control_characters(field: &str, value: &str) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validation_names_the_limit_and_the_reason() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+        let e = Limits {
+            max_publish_count: 0,
+            ..Limits::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            (e.limit, e.problem),
+            (Limit::MaxPublishCount, LimitProblem::Zero)
+        );
+        assert_eq!(
+            e.to_string(),
+            "the limit max_publish_count must be at least 1"
+        );
+        let e = Limits {
+            body_read_timeout: Duration::ZERO,
+            ..Limits::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.limit, Limit::BodyReadTimeout);
+        assert_eq!(
+            e.to_string(),
+            "the limit body_read_timeout must be more than 0"
+        );
+        let e = Limits {
+            max_connections: usize::MAX,
+            ..Limits::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(matches!(e.problem, LimitProblem::AboveMax { .. }), "{e}");
+    }
 
     #[test]
     fn errors_name_the_limit() {

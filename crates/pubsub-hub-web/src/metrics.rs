@@ -25,6 +25,8 @@
 //!   status. The duration is until the response head: an `/events` stream counts as fast.
 //! - `pubsub_hub_channel_publishes_total{channel}`: publishes made through `POST /publish`,
 //!   per channel.
+//! - `pubsub_hub_http_write_timeouts_total`: connections closed because their client stopped
+//!   reading ([`Limits::write_timeout`](crate::Limits::write_timeout)).
 //!
 //! # Label cardinality
 //! Every label has a bounded set of values, whatever clients send:
@@ -117,6 +119,8 @@ pub struct Metrics {
     http_requests: Family<HttpLabels, Counter>,
     http_latency: HistogramFamily<HttpLabels>,
     channel_publishes: Family<ChannelLabels, Counter>,
+    /// Connections cut by the write-progress timeout.
+    write_timeouts: Counter,
     /// Which channels have a series of their own.
     channels: ChannelLabeller,
     /// Held while a scrape sets `redis_up` and encodes, so two concurrent scrapes cannot
@@ -148,6 +152,7 @@ impl Metrics {
         let http_latency: HistogramFamily<HttpLabels> =
             Family::new_with_constructor(|| Histogram::new(HTTP_BUCKETS));
         let channel_publishes = Family::<ChannelLabels, Counter>::default();
+        let write_timeouts = Counter::default();
         registry.register_collector(Box::new(HubCollector { hub: hub.clone() }));
         registry.register(
             "pubsub_hub_redis_up",
@@ -175,8 +180,14 @@ impl Metrics {
              (the rest under channel=\"<other>\")",
             channel_publishes.clone(),
         );
+        registry.register(
+            "pubsub_hub_http_write_timeouts",
+            "Connections closed because their client stopped reading for write_timeout",
+            write_timeouts.clone(),
+        );
         Metrics {
             registry,
+            write_timeouts,
             redis_up,
             redis_latency,
             http_requests,
@@ -189,6 +200,9 @@ impl Metrics {
 
     /// Runs one Redis call and records its latency under `command` (one of
     /// [`REDIS_COMMANDS`]) with the outcome `ok` or `error`.
+    ///
+    /// # Cancel safety
+    /// As cancel-safe as `call`: dropping it drops `call`, and nothing is recorded.
     pub async fn time_redis<T, E>(
         &self,
         command: &'static str,
@@ -219,6 +233,16 @@ impl Metrics {
         self.channel_publishes
             .get_or_create(&ChannelLabels { channel })
             .inc();
+    }
+
+    /// Counts one connection closed by the write-progress timeout.
+    pub fn count_write_timeout(&self) {
+        self.write_timeouts.inc();
+    }
+
+    /// How many connections the write-progress timeout has closed.
+    pub fn write_timeouts(&self) -> u64 {
+        self.write_timeouts.get()
     }
 
     /// The metrics in the Prometheus text format, with `pubsub_hub_redis_up` set to
@@ -378,6 +402,10 @@ impl Collector for HubCollector {
 }
 
 /// `GET /metrics`: probes Redis (bounded), then renders every metric.
+///
+/// # Cancel safety
+/// Cancel-safe: it only reads, and holds no lock across an `.await`; dropping it leaves
+/// nothing behind.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -404,6 +432,9 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
 }
 
 /// The middleware that counts and times every request by its route pattern.
+///
+/// # Cancel safety
+/// Cancel-safe: a request whose future is dropped is simply not counted.
 pub async fn track_http(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()

@@ -2,9 +2,9 @@
 //!
 //! Every operation comes from the `#[utoipa::path]` attribute on its handler, and every
 //! body from a type that derives `ToSchema`: the forms are the very types the handlers
-//! decode, `/readyz` answers with [`Readiness`](crate::health::Readiness) itself. The JSON
-//! documents that the handlers build as values (`/state` and the answers that embed it)
-//! are described by the types below; the tests validate live answers against those schemas
+//! decode, `/readyz` answers with [`Readiness`](crate::health::Readiness) itself, and
+//! `/state` and the answers that embed it serialize [`StateDocument`]
+//! ([`crate::document`]); the tests validate live answers against those schemas
 //! (including states with Redis down, pattern and binary deliveries and delivery gaps), and
 //! `scripts/schemathesis` checks a running server against the whole document, so neither
 //! side can drift unnoticed.
@@ -20,8 +20,6 @@
 //! value within the pattern's character bound can still be over it: 413), the uniqueness
 //! of subscriber names, the subscriber limit and the number of targets (400).
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
@@ -32,6 +30,11 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::access::{PUBLIC_PATHS, TOKEN_COOKIE};
 use crate::app::AppState;
+pub use crate::document::{
+    GapView, MessageView, ModeView, OtherDashboardsView, PayloadEncodingView, PeerDashboardView,
+    PeerSubscriptionView, RedisAvailability, StateDocument, StatsView, StatusView,
+    SubscriptionView,
+};
 use crate::limits::Limits;
 
 /// Whitespace as Rust's `str::trim` sees it (Unicode `White_Space`), as a character-class
@@ -251,71 +254,56 @@ pub struct HealthStatus {
     pub status: String,
 }
 
-/// `GET /state`: every subscriber with its newest messages, what Redis reports about
-/// pub/sub, and the counters. The first four fields are the contract's; the rest are
-/// additive.
+/// One event of `GET /events`, as a client's event-stream parser sees it (comments such as
+/// the keep-alives are not events).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct StateDocument {
-    /// Every subscriber, in name order.
-    pub subscriptions: Vec<SubscriptionView>,
-    /// `PUBSUB CHANNELS *` (exact channels only); empty while Redis does not answer.
-    pub active_channels: Vec<String>,
-    /// `PUBSUB NUMSUB` for every exact channel a local subscriber targets; empty while Redis
-    /// does not answer.
-    pub numsub: BTreeMap<String, i64>,
-    /// The hub's counters.
-    pub stats: StatsView,
-    /// Whether Redis answered the introspection of this state (additive).
-    pub redis: RedisAvailability,
-    /// The hub's change counter: grows whenever something observable changes (additive).
+pub struct StateEvent {
+    /// `state` (the first event of a stream) or `delta` (every later one).
+    #[schema(pattern = "^(state|delta)$")]
+    pub event: String,
+    /// For `state`, the `GET /state` document ([`StateDocument`]) as JSON text; for
+    /// `delta`, a [`StateDelta`] as JSON text.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
+/// The data of `event: delta`: what turns the document a stream sent last into the newest
+/// one (`docs/http-api.md`, "Deltas").
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StateDelta {
+    /// The `version` of the document it applies to: the one the stream sent last.
+    pub base: u64,
+    /// The `version` of the document it makes.
     pub version: u64,
-    /// One sentence per subscriber that is disconnected now or has been, saying that
-    /// messages published in that window were lost for it (additive).
-    pub warnings: Vec<String>,
-    /// How subscribers map onto Redis connections, and so what `numsub` counts (additive).
-    pub mode: ModeView,
-    /// True when `active_channels` was cut at `max_listed_channels` (additive).
-    pub active_channels_truncated: bool,
-    /// How many channels `PUBSUB CHANNELS *` returned before the cut (additive).
-    pub active_channels_total: u64,
-    /// `PUBSUB SHARDCHANNELS *` (Redis 7 shard channels with a subscriber), sorted, cut at
-    /// `max_listed_channels`; empty while Redis does not answer or before Redis 7 (additive).
-    pub shard_channels: Vec<String>,
-    /// True when `shard_channels` was cut (additive).
-    pub shard_channels_truncated: bool,
-    /// How many shard channels there were before the cut (additive).
-    pub shard_channels_total: u64,
-    /// `PUBSUB SHARDNUMSUB` for every shard channel a local `shard` subscriber targets
-    /// (additive).
-    pub shard_numsub: BTreeMap<String, i64>,
+    /// Every top-level field of the document other than `subscriptions` whose value
+    /// changed, whole, under its own name (`version` is always among them).
+    #[schema(value_type = Object)]
+    pub set: serde_json::Map<String, serde_json::Value>,
+    /// The names of the subscribers that are gone.
+    pub removed: Vec<String>,
+    /// One entry per subscriber added or changed, in name order.
+    pub subscriptions: Vec<SubscriptionEntry>,
+    /// Every subscriber's name in document order; present only when one was added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub order: Option<Vec<String>>,
 }
 
-/// The connection mode of the dashboard's hub.
+/// A subscriber in a [`StateDelta`]: whole (an added one), or a change of the one the
+/// client has.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ModeView {
-    /// `dedicated` (one Redis connection per subscriber, as in the guide) or `shared` (a
-    /// fixed set of connections for all subscribers).
-    #[schema(pattern = "^(dedicated|shared)$")]
-    pub name: String,
-    /// The size of the shared set, or `null` in dedicated mode.
-    #[schema(minimum = 1)]
-    pub shared_connections: Option<u64>,
-    /// True when the hub works on a Redis Cluster.
-    pub cluster: bool,
-    /// Subscriber connections the hub holds to Redis now.
-    pub subscriber_connections: u64,
-    /// What `numsub` counts in this mode: `subscribers` (dedicated: one per named
-    /// subscriber) or `connections` (shared: one per shared connection that carries the
-    /// channel, however many local subscribers listen).
-    #[schema(pattern = "^(subscribers|connections)$")]
-    pub numsub_counts: String,
-    /// The same, in a sentence for people.
-    pub numsub_explanation: String,
+#[serde(untagged)]
+pub enum SubscriptionEntry {
+    /// The whole subscriber, with `messages`: it replaces (or adds) the one of that name.
+    Whole(SubscriptionView),
+    /// A changed subscriber without `messages`: its new messages only.
+    Change(SubscriptionChange),
 }
 
-/// One subscriber in `/state`.
+/// A changed subscriber: every field of [`SubscriptionView`] but `messages`, whose new
+/// list is `messages_new` followed by the old list, cut to `messages_kept` entries.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SubscriptionView {
+pub struct SubscriptionChange {
     /// The subscriber's unique name.
     pub name: String,
     /// Its channels, patterns or shard channels.
@@ -324,134 +312,27 @@ pub struct SubscriptionView {
     pub is_pattern: bool,
     /// Messages received so far.
     pub received_total: u64,
-    /// True while the subscriber is connected and subscribed (`status.state == "live"`).
+    /// True while the subscriber is connected and subscribed.
     pub alive: bool,
-    /// Its newest messages, newest first, at most 15.
-    #[schema(max_items = 15)]
-    pub messages: Vec<MessageView>,
-    /// `channel`, `pattern` or `shard` (additive).
+    /// `channel`, `pattern` or `shard`.
     pub kind: String,
-    /// The connection state (additive).
+    /// The connection state.
     pub status: StatusView,
-    /// Events dropped for its consumers that fell behind (additive).
+    /// Events dropped for its consumers that fell behind.
     pub dropped_total: u64,
-    /// Reconnections after a lost connection (additive).
+    /// Reconnections after a lost connection.
     pub reconnects_total: u64,
-    /// Windows in which it was disconnected, so far (additive).
+    /// Windows in which it was disconnected, so far.
     pub gaps_total: u64,
-    /// The newest such window, or `null` (additive).
+    /// The newest such window, or `null`.
     pub last_gap: Option<GapView>,
-}
-
-/// A subscriber's connection state, told apart by `state`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum StatusView {
-    /// Subscribed on a working connection.
-    Live,
-    /// The connection was lost; the hub is reconnecting.
-    Reconnecting {
-        /// Unix ms when the connection was lost.
-        since_ms: u64,
-        /// Failed reconnect attempts so far.
-        attempts: u32,
-        /// Why the connection was lost, or why the last attempt failed.
-        last_error: String,
-    },
-    /// Closed; final.
-    Closed,
-}
-
-/// A window in which a subscriber was disconnected.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct GapView {
-    /// Unix ms when the connection was lost, or `null` when the gap was too short to be seen.
-    pub started_at_ms: Option<u64>,
-    /// Unix ms when the subscriber was live again, or `null` while the gap lasts.
-    pub ended_at_ms: Option<u64>,
-    /// Why the connection was lost.
-    pub error: String,
-}
-
-/// One received message.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MessageView {
-    /// The channel it was published to.
-    pub channel: String,
-    /// The matching glob for a pattern delivery, else `null`.
-    pub pattern: Option<String>,
-    /// The message parsed as JSON when it is JSON, else its text as a string, else its
-    /// bytes in base64; cut to a string prefix when `truncated`.
-    #[schema(value_type = Value)]
-    pub payload: serde_json::Value,
-    /// How `payload` shows the bytes (additive).
-    pub encoding: PayloadEncodingView,
-    /// Unix ms when this process received it.
-    pub received_at_ms: u64,
-    /// Size in bytes as received (additive).
-    pub size: u64,
-    /// True when `payload` is a cut preview (additive).
-    pub truncated: bool,
-}
-
-/// How a payload is shown.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PayloadEncodingView {
-    /// A JSON document.
-    Json,
-    /// UTF-8 text that is not JSON, as a string.
-    Text,
-    /// Other bytes, as a standard base64 string.
-    Base64,
-}
-
-/// The counters of `/state`. The contract's six come first; the rest are additive.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StatsView {
-    /// Successful PUBLISH calls of this process.
-    pub published_total: u64,
-    /// Sum of what Redis returned for those calls.
-    pub delivered_total: u64,
-    /// Messages received by this process' subscribers (one per subscriber per message).
-    pub received_total: u64,
-    /// Subscribers open now.
-    pub active_subscriptions: u64,
-    /// `PUBSUB NUMPAT` (server-wide); 0 while Redis does not answer.
-    pub pattern_subscriptions: i64,
-    /// Successful publishes per channel, for a bounded number of channels.
-    pub channel_published: BTreeMap<String, u64>,
-    /// Publishes to channels beyond that bound (additive).
-    pub channel_published_other: u64,
-    /// PUBLISH calls that failed or timed out (additive).
-    pub publish_errors_total: u64,
-    /// Events dropped for consumers that fell behind (additive).
-    pub dropped_total: u64,
-    /// Subscriber connections re-established (additive).
-    pub reconnects_total: u64,
-}
-
-/// Whether Redis answered for this state.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RedisAvailability {
-    /// True when Redis answered in time.
-    pub available: bool,
-    /// Why not, when it did not; absent when it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub error: Option<String>,
-}
-
-/// One event of `GET /events`, as a client's event-stream parser sees it (comments such as
-/// the keep-alives are not events).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StateEvent {
-    /// Always `state`.
-    #[schema(pattern = "^state$")]
-    pub event: String,
-    /// The `GET /state` document ([`StateDocument`]) as JSON text.
-    #[schema(content_media_type = "application/json")]
-    pub data: String,
+    /// The messages received since the client's copy, newest first.
+    #[schema(max_items = 15)]
+    pub messages_new: Vec<MessageView>,
+    /// How many messages the subscriber shows now: `messages_new` followed by the
+    /// client's old `messages`, cut to this length.
+    #[schema(maximum = 15)]
+    pub messages_kept: u64,
 }
 
 /// `POST /publish`'s answer.
@@ -490,8 +371,8 @@ pub struct UnsubscribeReply {
                        (`/events`) and operations routes (`/healthz`, `/readyz`, `/metrics`, \
                        `/openapi.json`). Every error is `{\"error\": \"...\"}`: 4xx for bad \
                        input, 5xx for a failure on the Redis side. Additive to the contract: \
-                       sharded pub/sub (`kind=shard`), the connection mode and the shard view \
-                       in `/state`. Any route may answer 503 when the server already holds \
+                       sharded pub/sub (`kind=shard`), the connection mode, the shard view \
+                       and the other dashboards on the same Redis in `/state`. Any route may answer 503 when the server already holds \
                        `max_connections` connections.",
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
@@ -511,9 +392,10 @@ pub struct UnsubscribeReply {
         crate::metrics::metrics,
         openapi_json,
     ),
+    components(schemas(StateDelta)),
     modifiers(&FormExtras),
     tags(
-        (name = "contract", description = "The guide's HTTP contract, kept exactly"),
+        (name = "contract", description = "The guide's HTTP contract, kept exactly (docs/http-api.md)"),
         (name = "page", description = "The dashboard page and its assets"),
         (name = "push", description = "Live updates"),
         (name = "operations", description = "Health, metrics and this document"),
@@ -552,8 +434,8 @@ pub const BEARER_SCHEME: &str = "bearerToken";
 /// Name of the session-cookie security scheme in the document.
 pub const COOKIE_SCHEME: &str = "sessionCookie";
 
-/// The document for `app`: [`ApiDoc`], plus the security requirements when `app` requires
-/// an access token.
+/// The document for `app`: [`ApiDoc`], plus the security requirements (and the 429 of the
+/// wrong-token limit) when `app` requires an access token.
 pub fn document(app: &AppState) -> Document {
     let mut doc = ApiDoc::openapi();
     if *app.limits != Limits::default() {
@@ -593,6 +475,25 @@ pub fn document(app: &AppState) -> Document {
         utoipa::openapi::security::SecurityRequirement::new(BEARER_SCHEME, Vec::<String>::new()),
         utoipa::openapi::security::SecurityRequirement::new(COOKIE_SCHEME, Vec::<String>::new()),
     ];
+    let too_many = utoipa::openapi::ResponseBuilder::new()
+        .description(
+            "Too many wrong access tokens from this client address: every request of it that \
+             needs the token is refused until `Retry-After` seconds have passed",
+        )
+        .header(
+            "Retry-After",
+            utoipa::openapi::HeaderBuilder::new()
+                .schema(Some(Object::with_type(Type::Integer)))
+                .description(Some("Seconds to wait, at least 1"))
+                .build(),
+        )
+        .content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
     for (path, item) in doc.paths.paths.iter_mut() {
         let public = PUBLIC_PATHS.contains(&path.as_str());
         let operations = [
@@ -609,6 +510,10 @@ pub fn document(app: &AppState) -> Document {
                 // An empty requirement: no credentials needed.
                 vec![utoipa::openapi::security::SecurityRequirement::default()]
             } else {
+                operation
+                    .responses
+                    .responses
+                    .insert("429".into(), RefOr::T(too_many.clone()));
                 either.clone()
             });
         }
@@ -617,6 +522,10 @@ pub fn document(app: &AppState) -> Document {
 }
 
 /// `GET /openapi.json`: this document.
+///
+/// # Cancel safety
+/// Cancel-safe: it only reads, and holds no lock across an `.await`; dropping it leaves
+/// nothing behind.
 #[utoipa::path(
     get,
     path = "/openapi.json",

@@ -1,7 +1,15 @@
-//! The contract's routes (see `shared/spec/http-api.md`) and `/healthz`.
+//! The contract's routes (`docs/http-api.md`) and `/healthz`.
 //!
 //! Form fields are read as optional strings and validated here, so that a missing field
 //! gets the contract's message (`channel is required`) instead of a deserializer's.
+//!
+//! # Cancel safety
+//! A client that closes or half-closes its connection makes hyper drop the handler's future.
+//! Before the request is complete (head and body read and checked) that changes nothing.
+//! After it, each change (`/publish`'s publishes, `/subscribe`, `/unsubscribe`, `/reset`)
+//! runs in a task of its own and finishes as if the client had stayed (see
+//! `app::Detached`); only the answer is lost. Reading routes hold no lock and reserve
+//! nothing across an `.await`.
 
 use axum::Json;
 use axum::extract::State;
@@ -33,7 +41,7 @@ pub struct PublishForm {
     /// Message body (trimmed, required); sent inside the `{body, seq, of}` envelope.
     #[schema(required = true, schema_with = default_fields::message)]
     pub message: String,
-    /// How many times to publish; see [`parse_count`](crate::form::parse_count).
+    /// How many times to publish; see [`parse_count`].
     #[schema(schema_with = default_fields::count)]
     pub count: Option<String>,
     /// `channel` (the default when absent or empty: PUBLISH, as in the contract) or `shard`
@@ -88,6 +96,13 @@ fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, ApiError> {
 }
 
 /// `GET /state`.
+///
+/// The document is built once per hub version and its JSON served to every caller until
+/// the hub changes (see [`app_state_document`] for the Redis part's age).
+///
+/// # Cancel safety
+/// Cancel-safe: it only reads; dropping it leaves nothing behind (a build it began is
+/// dropped with it, and the previous document stays).
 #[utoipa::path(
     get,
     path = "/state",
@@ -95,21 +110,78 @@ fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, ApiError> {
     description = "Every subscriber with its 15 newest messages (newest first), what Redis \
                    reports about pub/sub, and the counters. Answers 200 within about a second \
                    also while Redis is down: then `redis.available` is false and the \
-                   Redis-side fields are empty.",
+                   Redis-side fields are empty. Built once per change of the hub (its \
+                   `version`) and shared by every caller until the next one; the Redis-side \
+                   fields, which change without the hub seeing it, are at most one second \
+                   old. A client whose `Accept-Encoding` admits gzip gets the document \
+                   gzip-compressed (`Content-Encoding: gzip`), compressed once per build \
+                   and shared the same way; every answer carries `Vary: Accept-Encoding`.",
     responses(
         (status = 200, description = "The state", body = StateDocument),
         (status = 401, description = "An access token is configured and was not presented", body = ErrorBody),
         (status = 403, description = "Refused whatever the credentials (a foreign Host)", body = ErrorBody),
     )
 )]
-pub async fn state(State(app): State<AppState>) -> Json<Value> {
-    Json(app_state_document(&app).await)
+pub async fn state(
+    State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    use axum::response::IntoResponse;
+    let built = crate::state::app_state(&app).await;
+    let json = HeaderValue::from_static("application/json");
+    // The answer depends on Accept-Encoding, so caches must key on it.
+    let vary = (header::VARY, HeaderValue::from_static("accept-encoding"));
+    match accepts_gzip(&headers).then(|| built.gzipped()).flatten() {
+        Some(gzip) => (
+            [
+                (header::CONTENT_TYPE, json),
+                (header::CONTENT_ENCODING, HeaderValue::from_static("gzip")),
+                vary,
+            ],
+            gzip,
+        )
+            .into_response(),
+        None => ([(header::CONTENT_TYPE, json), vary], built.json.clone()).into_response(),
+    }
+}
+
+/// Whether `Accept-Encoding` admits gzip: a `gzip` (or `x-gzip`) or `*` coding whose
+/// quality is not 0 (RFC 9110, section 12.5.3). No header, or only other codings, means
+/// the identity encoding.
+fn accepts_gzip(headers: &axum::http::HeaderMap) -> bool {
+    let mut gzip = None;
+    let mut any = None;
+    for value in headers.get_all(axum::http::header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let quality = parts
+                .filter_map(|p| p.trim().strip_prefix("q=").or(p.trim().strip_prefix("Q=")))
+                .map(|q| q.trim().parse::<f32>().unwrap_or(0.0))
+                .next()
+                .unwrap_or(1.0);
+            let allowed = quality > 0.0;
+            if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                gzip = Some(allowed);
+            } else if coding == "*" {
+                any = Some(allowed);
+            }
+        }
+    }
+    gzip.or(any).unwrap_or(false)
 }
 
 /// `POST /publish`: publishes the `{body, seq, of}` envelope `count` times, in order.
 ///
 /// Everything is checked before the first PUBLISH. If Redis fails part-way (it went away),
 /// the answer is the error and `stats.published_total` says how many went out.
+///
+/// # Cancel safety
+/// Dropping it (the client left) before the form is read changes nothing; after that the
+/// change runs to its end in a task of its own (see the module documentation), and only
+/// the answer is lost.
 #[utoipa::path(
     post,
     path = "/publish",
@@ -134,7 +206,7 @@ pub async fn state(State(app): State<AppState>) -> Json<Value> {
 pub async fn publish(
     State(app): State<AppState>,
     ApiForm(form): ApiForm<PublishForm>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PublishReply>, ApiError> {
     let channel = required(&form.channel, "channel")?;
     let message = required(&form.message, "message")?;
     app.limits.check_target("channel", channel)?;
@@ -155,31 +227,50 @@ pub async fn publish(
         .subscriptions()
         .iter()
         .any(|s| s.kind() == kind && s.targets().iter().any(|t| t == channel));
-    let mut delivered = Vec::with_capacity(count as usize);
-    for seq in 1..=count {
-        let envelope = json!({ "body": message, "seq": seq, "of": count });
-        let n = if kind == TargetKind::Shard {
-            let publish = app.hub.spublish(channel, &envelope);
-            app.metrics.time_redis("publish", publish).await?
-        } else {
-            let publish = app.hub.publish(channel, &envelope);
-            app.metrics.time_redis("publish", publish).await?
-        };
-        delivered.push(n);
-        app.metrics.count_publish(channel, subscribed);
-    }
+    // All `count` publishes go out, or the first failure ends them, even if the client
+    // leaves meanwhile (see `Detached`).
+    let publishing = {
+        let app = app.clone();
+        let channel = channel.to_owned();
+        let message = message.to_owned();
+        async move {
+            let mut delivered = Vec::with_capacity(count as usize);
+            for seq in 1..=count {
+                let envelope = json!({ "body": message, "seq": seq, "of": count });
+                let n = if kind == TargetKind::Shard {
+                    let publish = app.hub.spublish(&channel, &envelope);
+                    app.metrics.time_redis("publish", publish).await?
+                } else {
+                    let publish = app.hub.publish(&channel, &envelope);
+                    app.metrics.time_redis("publish", publish).await?
+                };
+                delivered.push(n);
+                app.metrics.count_publish(&channel, subscribed);
+            }
+            Ok(delivered)
+        }
+    };
+    let delivered = app
+        .detached
+        .run(app.limits.max_connections, publishing)
+        .await?;
     let state = app_state_document(&app).await;
-    Ok(Json(json!({
-        "channel": channel,
-        "publishes": count,
-        "delivered": delivered,
-        "kind": kind.as_str(),
-        "state": state,
-    })))
+    Ok(Json(PublishReply {
+        channel: channel.to_owned(),
+        publishes: count,
+        delivered,
+        kind: kind.as_str().to_owned(),
+        state,
+    }))
 }
 
 /// `POST /subscribe`: adds a named channel or pattern subscriber. All input and the
 /// subscriber limit are checked first; a Redis failure leaves nothing behind.
+///
+/// # Cancel safety
+/// Dropping it (the client left) before the form is read changes nothing; after that the
+/// change runs to its end in a task of its own (see the module documentation), and only
+/// the answer is lost.
 #[utoipa::path(
     post,
     path = "/subscribe",
@@ -203,7 +294,7 @@ pub async fn publish(
 pub async fn subscribe(
     State(app): State<AppState>,
     ApiForm(form): ApiForm<SubscribeForm>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StateDocument>, ApiError> {
     let name = required(&form.name, "name")?;
     app.limits.check_name(name)?;
     let kind = match form.kind.trim() {
@@ -221,29 +312,44 @@ pub async fn subscribe(
         return Err(ApiError::bad_request("target is required"));
     }
     app.limits.check_targets(&targets)?;
-    {
-        let _writing = write_lock(&app).await?;
-        if app.hub.subscriptions().len() >= app.limits.max_subscriptions
-            && app.hub.get_subscription(name).is_none()
-        {
-            return Err(app.limits.subscriptions_full());
+    // The check and the subscribe run to their end even if the client leaves (see
+    // `Detached`): a name is either subscribed and listed, or free.
+    let subscribing = {
+        let app = app.clone();
+        let name = name.to_owned();
+        async move {
+            let _writing = write_lock(&app).await?;
+            if app.hub.subscriptions().len() >= app.limits.max_subscriptions
+                && app.hub.get_subscription(&name).is_none()
+            {
+                return Err(app.limits.subscriptions_full());
+            }
+            let subscribing = app.hub.subscribe_kind(&name, kind, targets);
+            app.metrics
+                .time_redis("subscribe", subscribing)
+                .await
+                .map_err(|e| {
+                    if e.is_limit_exceeded() {
+                        app.limits.subscriptions_full()
+                    } else {
+                        ApiError::from(e)
+                    }
+                })?;
+            Ok(())
         }
-        let subscribing = app.hub.subscribe_kind(name, kind, targets);
-        app.metrics
-            .time_redis("subscribe", subscribing)
-            .await
-            .map_err(|e| {
-                if e.is_limit_exceeded() {
-                    app.limits.subscriptions_full()
-                } else {
-                    ApiError::from(e)
-                }
-            })?;
-    }
+    };
+    app.detached
+        .run(app.limits.max_connections, subscribing)
+        .await?;
     Ok(Json(app_state_document(&app).await))
 }
 
 /// `POST /unsubscribe`: removes a subscriber; `removed` says whether there was one.
+///
+/// # Cancel safety
+/// Dropping it (the client left) before the form is read changes nothing; after that the
+/// change runs to its end in a task of its own (see the module documentation), and only
+/// the answer is lost.
 #[utoipa::path(
     post,
     path = "/unsubscribe",
@@ -264,24 +370,36 @@ pub async fn subscribe(
 pub async fn unsubscribe(
     State(app): State<AppState>,
     ApiForm(form): ApiForm<UnsubscribeForm>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UnsubscribeReply>, ApiError> {
     let name = required(&form.name, "name")?;
-    let removed = {
-        let _writing = write_lock(&app).await?;
-        let started = std::time::Instant::now();
-        let removed = app.hub.unsubscribe(name).await;
-        app.metrics
-            .observe_redis("unsubscribe", started.elapsed(), true);
-        removed
+    let unsubscribing = {
+        let app = app.clone();
+        let name = name.to_owned();
+        async move {
+            let _writing = write_lock(&app).await?;
+            let started = std::time::Instant::now();
+            let removed = app.hub.unsubscribe(&name).await;
+            app.metrics
+                .observe_redis("unsubscribe", started.elapsed(), true);
+            Ok(removed)
+        }
     };
+    let removed = app
+        .detached
+        .run(app.limits.max_connections, unsubscribing)
+        .await?;
     let state = app_state_document(&app).await;
-    Ok(Json(json!({ "removed": removed, "state": state })))
+    Ok(Json(UnsubscribeReply { removed, state }))
 }
 
 /// `POST /reset`: closes every subscription, zeroes the counters and seeds the defaults.
 ///
 /// Redis is asked first, so that with Redis away the answer is a 503 and the subscribers
 /// are left as they were instead of being closed with nothing to replace them.
+///
+/// # Cancel safety
+/// The whole reset (check, close, seed) runs to its end in a task of its own as soon as the
+/// handler first runs (see the module documentation); dropping it loses only the answer.
 #[utoipa::path(
     post,
     path = "/reset",
@@ -296,21 +414,33 @@ pub async fn unsubscribe(
         (status = 503, description = "Redis is unavailable or busy (nothing was changed), or the server is shutting down", body = ErrorBody),
     )
 )]
-pub async fn reset(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    {
-        let _writing = write_lock(&app).await?;
-        let check = app.hub.pattern_subscriber_count();
-        app.metrics.time_redis("numpat", check).await?;
-        app.hub.close_all().await;
-        app.hub.reset_stats();
-        app.gaps.clear();
-        seed_defaults(&app.hub).await?;
-    }
+pub async fn reset(State(app): State<AppState>) -> Result<Json<StateDocument>, ApiError> {
+    // Closing everything and seeding the defaults again is one change: it runs to its end
+    // even if the client leaves (see `Detached`), never leaving a dashboard with no
+    // subscribers.
+    let resetting = {
+        let app = app.clone();
+        async move {
+            let _writing = write_lock(&app).await?;
+            let check = app.hub.pattern_subscriber_count();
+            app.metrics.time_redis("numpat", check).await?;
+            app.hub.close_all().await;
+            app.hub.reset_stats();
+            seed_defaults(&app.hub).await?;
+            Ok(())
+        }
+    };
+    app.detached
+        .run(app.limits.max_connections, resetting)
+        .await?;
     Ok(Json(app_state_document(&app).await))
 }
 
 /// `GET /healthz`: the process is up and serving (it does not ask Redis; `/state` says
 /// whether Redis answers).
+///
+/// # Cancel safety
+/// Cancel-safe: nothing is awaited that holds state.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -324,11 +454,55 @@ pub async fn healthz() -> Json<Value> {
 }
 
 /// Any unknown route: a JSON 404.
+///
+/// # Cancel safety
+/// Cancel-safe: nothing is awaited that holds state.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
 /// A known route with the wrong method: a JSON 405.
+///
+/// # Cancel safety
+/// Cancel-safe: nothing is awaited that holds state.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_gzip;
+    use axum::http::{HeaderMap, HeaderValue, header::ACCEPT_ENCODING};
+
+    fn with(values: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(ACCEPT_ENCODING, HeaderValue::from_static(v));
+        }
+        headers
+    }
+
+    #[test]
+    fn gzip_is_chosen_only_when_admitted() {
+        assert!(!accepts_gzip(&HeaderMap::new()));
+        assert!(accepts_gzip(&with(&["gzip, deflate, br, zstd"])));
+        assert!(accepts_gzip(&with(&["br;q=1.0, GZIP;q=0.5"])));
+        assert!(accepts_gzip(&with(&["x-gzip"])));
+        assert!(accepts_gzip(&with(&["*"])));
+        assert!(accepts_gzip(&with(&["br", "gzip"])));
+        assert!(!accepts_gzip(&with(&["identity"])));
+        assert!(!accepts_gzip(&with(&["br, deflate"])));
+        assert!(!accepts_gzip(&with(&["gzip;q=0"])));
+        assert!(!accepts_gzip(&with(&["gzip; q=0.000"])));
+        assert!(
+            !accepts_gzip(&with(&["*, gzip;q=0"])),
+            "an explicit gzip;q=0 wins over *"
+        );
+        assert!(!accepts_gzip(&with(&["*;q=0"])));
+        assert!(!accepts_gzip(&with(&["gzip;q=nonsense"])));
+        assert!(
+            accepts_gzip(&with(&["gzip;level=1"])),
+            "other parameters are not a quality"
+        );
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! [`serve`] is the core: the caller owns the listener and the shutdown future, so a test
 //! passes `127.0.0.1:0` and any future. [`run_dashboard`] is what the binary calls: it adds
-//! the Redis connection with the embedded fallback, the seeding and the start-up lines.
+//! the choice of Redis (`pubsub_hub_launcher::reach_redis`: the configured one, or a private
+//! one only when none was configured), the seeding and the start-up lines.
 
 use std::fmt;
 use std::future::Future;
@@ -10,13 +11,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use pubsub_hub::{ConnectionMode, HubConfig, HubError, PubSubHub, TargetKind};
+use pubsub_hub_launcher::{
+    ClientError, LaunchError, PrivateRedis, answers, bracket_ipv6, display_addr, host_port_url,
+    open_client, reach_redis, redact_url,
+};
 use redis::ConnectionAddr;
 use tokio::net::TcpListener;
 
 use crate::access::{AccessControl, validate_token};
 use crate::app::AppState;
-use crate::embedded::{EmbeddedError, EmbeddedRedis};
-use crate::limits::Limits;
+use crate::client::TrustedProxies;
+use crate::limits::{LimitError, Limits};
 
 /// The three subscribers every fresh dashboard (and every reset) starts with:
 /// name, kind, target.
@@ -36,8 +41,11 @@ pub const DASHBOARD_MAX_SUBSCRIPTIONS: usize = crate::limits::DEFAULT_MAX_SUBSCR
 
 pub use crate::http::SHUTDOWN_GRACE;
 
-/// How long the start-up check waits for a TCP answer from the configured Redis.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the dashboard looks for a Redis that did not answer at start, to create the
+/// default subscribers once it does.
+const SEED_RETRY: Duration = Duration::from_millis(500);
+/// How long the dashboard waits after Redis answered but creating the defaults failed.
+const SEED_RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// Where to listen and which Redis to use. The defaults are the guide's.
 ///
@@ -55,8 +63,12 @@ pub struct DashboardOptions {
     /// A full `redis://` URL; when set it overrides `redis_host` and `redis_port`. Its
     /// password is never printed.
     pub redis_url: Option<String>,
-    /// Start a private `redis-server` when nothing answers at the configured address
-    /// (default `true`).
+    /// Start a private `redis-server` (on a unix socket in a 0700 temporary directory, which
+    /// only this user can reach) when nothing answers at the address (default `true`, for
+    /// the default address). Set it to `false` whenever the user chose a Redis address: a
+    /// chosen address is never replaced, and when nothing answers there the dashboard
+    /// starts anyway, reports itself not ready (`/readyz` 503) and connects when Redis
+    /// appears. The binary clears it when any Redis setting is given.
     pub embedded_fallback: bool,
     /// PEM file of the certificate authority that signed the Redis server's certificate,
     /// for a `rediss://` URL whose server is not signed by a public CA. Without it,
@@ -71,6 +83,15 @@ pub struct DashboardOptions {
     /// publish, subscribe and read every message. Off by default; [`Dashboard::start`]
     /// prints a warning when it is used.
     pub insecure_no_auth: bool,
+    /// Mark the session cookie `Secure` on every login: the dashboard is reached over HTTPS
+    /// (a TLS-terminating proxy), so the browser must never send the cookie over plain HTTP.
+    /// Without it the cookie is `Secure` only when a trusted proxy says the page was
+    /// reached over HTTPS (`X-Forwarded-Proto: https`).
+    pub cookie_secure: bool,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` are believed, for the wrong-token limit per client and the
+    /// cookie's `Secure` (see [`crate::client`]). Empty by default: no header is believed.
+    pub trusted_proxies: Vec<String>,
     /// Input limits (the [`Limits`] defaults). `max_subscriptions` is also the hub's cap.
     pub limits: Limits,
     /// How subscribers map onto Redis connections: [`ConnectionMode::Dedicated`] (the
@@ -97,6 +118,8 @@ impl Default for DashboardOptions {
             redis_ca_file: None,
             token: None,
             insecure_no_auth: false,
+            cookie_secure: false,
+            trusted_proxies: Vec::new(),
             limits: Limits::default(),
             mode: ConnectionMode::Dedicated,
             cluster_nodes: Vec::new(),
@@ -111,11 +134,13 @@ impl fmt::Debug for DashboardOptions {
             .field("port", &self.port)
             .field("redis_host", &self.redis_host)
             .field("redis_port", &self.redis_port)
-            .field("redis_url", &self.redis_url.as_deref().map(mask_password))
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("embedded_fallback", &self.embedded_fallback)
             .field("redis_ca_file", &self.redis_ca_file)
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("insecure_no_auth", &self.insecure_no_auth)
+            .field("cookie_secure", &self.cookie_secure)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("limits", &self.limits)
             .field("mode", &self.mode)
             .field(
@@ -123,31 +148,29 @@ impl fmt::Debug for DashboardOptions {
                 &self
                     .cluster_nodes
                     .iter()
-                    .map(|n| mask_password(n))
+                    .map(|n| redact_url(n))
                     .collect::<Vec<_>>(),
             )
             .finish()
     }
 }
 
-/// Why the dashboard could not start or run. Displays as one line that says what to do.
+/// Why the dashboard could not start or run. Displays as one line that says what is wrong
+/// in terms of [`DashboardOptions`], never of a command line: a front end (the binary)
+/// matches on the variant and adds its own hints (its flags, variables and file keys).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum DashboardError {
-    /// The Redis URL does not parse (shown with its password masked).
-    InvalidRedisUrl {
-        /// The URL, password masked.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// The Redis URL (or a cluster node's) does not parse, or the CA file cannot be used.
+    RedisAddress(ClientError),
     /// Nothing answers at the Redis address, and no private server could be used.
     RedisUnreachable {
         /// `host:port` as configured.
         addr: String,
-        /// Why there is no private server: `NotInstalled`, or `None` when the fallback
-        /// is switched off (always `None` for a cluster).
-        fallback: Option<EmbeddedError>,
+        /// Why the private server could not start (see
+        /// [`LaunchError::is_not_installed`]); `None` for a cluster, which has no private
+        /// stand-in.
+        fallback: Option<LaunchError>,
         /// True when `addr` lists the seed nodes of a cluster, none of which answered.
         cluster: bool,
     },
@@ -158,8 +181,15 @@ pub enum DashboardError {
         /// The library's error.
         source: HubError,
     },
-    /// The options are unusable (an empty token, a CA file that cannot be read...).
-    InvalidOptions(String),
+    /// A limit cannot serve ([`Limits::validate`]).
+    InvalidLimit(LimitError),
+    /// Another option is unusable: an empty token, a cluster with a URL...
+    InvalidOption {
+        /// The [`DashboardOptions`] field.
+        option: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Asked to listen beyond loopback with neither a token nor the explicit opt-out.
     NoTokenForPublicAddress {
         /// The address it would listen on.
@@ -181,9 +211,7 @@ pub enum DashboardError {
 impl fmt::Display for DashboardError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DashboardError::InvalidRedisUrl { url, reason } => {
-                write!(f, "invalid Redis URL {url}: {reason}")
-            }
+            DashboardError::RedisAddress(e) => write!(f, "{e}"),
             DashboardError::RedisUnreachable {
                 addr,
                 cluster: true,
@@ -194,36 +222,28 @@ impl fmt::Display for DashboardError {
                  the addresses of nodes that run"
             ),
             DashboardError::RedisUnreachable { addr, fallback, .. } => match fallback {
-                None => write!(
+                None => write!(f, "cannot reach Redis at {addr}: start Redis there"),
+                Some(e) if e.is_not_installed() => write!(
                     f,
-                    "cannot reach Redis at {addr}: start Redis there or pass --redis-host/--redis-port"
-                ),
-                Some(EmbeddedError::NotInstalled) => write!(
-                    f,
-                    "cannot reach Redis at {addr} and redis-server is not on PATH: install it \
-                     (apt-get install redis-server) or pass --redis-host/--redis-port"
+                    "cannot reach Redis at {addr} and redis-server is not on PATH to start a \
+                     private one: install it (apt-get install redis-server) or start Redis there"
                 ),
                 Some(e) => write!(
                     f,
-                    "cannot reach Redis at {addr}, and {e}; pass --redis-host/--redis-port to use another Redis"
+                    "cannot reach Redis at {addr}, and the private redis-server did not start: {e}"
                 ),
             },
             DashboardError::Redis { addr, source } => {
                 write!(f, "Redis at {addr} answered, but cannot be used: {source}")
             }
-            DashboardError::InvalidOptions(why) => write!(f, "{why}"),
+            DashboardError::InvalidLimit(e) => write!(f, "{e}"),
+            DashboardError::InvalidOption { option, reason } => write!(f, "{option}: {reason}"),
             DashboardError::NoTokenForPublicAddress { addr } => write!(
                 f,
                 "refusing to listen on {addr} without an access token: anyone who can reach it \
-                 could read and publish messages; set a token (--token or PUBSUB_HUB_TOKEN), \
-                 listen on 127.0.0.1, or pass --insecure-no-auth to do it anyway"
+                 could read and publish messages"
             ),
-            DashboardError::Bind { addr, source } => {
-                write!(
-                    f,
-                    "cannot listen on {addr}: {source} (pass --host/--port to choose another)"
-                )
-            }
+            DashboardError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             DashboardError::Seed(e) => {
                 write!(f, "cannot create the default subscriptions: {e}")
             }
@@ -240,6 +260,8 @@ impl std::error::Error for DashboardError {
             DashboardError::RedisUnreachable {
                 fallback: Some(e), ..
             } => Some(e),
+            DashboardError::RedisAddress(e) => Some(e),
+            DashboardError::InvalidLimit(e) => Some(e),
             _ => None,
         }
     }
@@ -261,13 +283,55 @@ pub fn dashboard_hub_config() -> HubConfig {
         .with_buffer_max_bytes(DASHBOARD_BUFFER_MAX_BYTES)
 }
 
-/// Creates the [`DEFAULT_SUBSCRIPTIONS`]. Stops at the first failure.
+/// Creates those of the [`DEFAULT_SUBSCRIPTIONS`] that do not exist yet. Stops at the first
+/// failure, so calling it again after one finishes the job.
+///
+/// # Cancel safety
+/// Dropping it keeps the defaults created so far (each one whole, as the library's
+/// `subscribe_kind` promises); a later call creates the rest. `/reset` runs it in a task
+/// that is never dropped.
 pub async fn seed_defaults(hub: &PubSubHub) -> Result<(), HubError> {
     for (name, kind, target) in DEFAULT_SUBSCRIPTIONS {
+        if hub.get_subscription(name).is_some() {
+            continue;
+        }
         hub.subscribe_kind(name, kind, vec![target.to_owned()])
             .await?;
     }
     Ok(())
+}
+
+/// Waits until something answers at `addr` (looking every [`SEED_RETRY`]), then seeds the
+/// defaults; after a failed attempt (Redis up but refusing, say) it tries again after
+/// [`SEED_RETRY_AFTER_FAILURE`], so a lasting refusal logs a warning every few seconds,
+/// not twice a second.
+async fn seed_when_up(hub: PubSubHub, addr: ConnectionAddr) {
+    loop {
+        let pause = if !answers(&addr).await {
+            SEED_RETRY
+        } else {
+            match seed_defaults(&hub).await {
+                Ok(()) => {
+                    tracing::info!("Redis answers: the default subscriptions are created");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "creating the default subscriptions failed");
+                    SEED_RETRY_AFTER_FAILURE
+                }
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// A spawned task that is aborted when this handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A dashboard that is connected, seeded and bound, but not yet serving.
@@ -278,8 +342,13 @@ pub struct Dashboard {
     listener: TcpListener,
     hub: PubSubHub,
     /// Kept alive while serving; dropping it (after the hub is shut down) kills the process.
-    embedded: Option<EmbeddedRedis>,
+    embedded: Option<PrivateRedis>,
     startup_lines: Vec<String>,
+    /// Lines for stderr: the configured Redis did not answer at start.
+    startup_warnings: Vec<String>,
+    /// The configured Redis did not answer at start: the default subscribers are created
+    /// once it does (at this address).
+    seed_later: Option<ConnectionAddr>,
     limits: Limits,
     access: AccessControl,
 }
@@ -289,23 +358,42 @@ impl Dashboard {
     /// private one when nothing answers and [`DashboardOptions::embedded_fallback`] is on)
     /// and seeds the default subscribers.
     ///
+    /// When nothing answers at the address and the fallback is off, it starts anyway with a
+    /// hub that connects when Redis appears ([`PubSubHub::with_config_lazy`]); the reason
+    /// is in [`Dashboard::startup_warnings`], and [`Dashboard::run`] seeds the defaults once
+    /// Redis answers.
+    ///
     /// Refuses ([`DashboardError::NoTokenForPublicAddress`]) to listen on an address that
     /// is not loopback without [`DashboardOptions::token`], unless
     /// [`DashboardOptions::insecure_no_auth`] is set.
+    ///
+    /// # Cancel safety
+    /// Dropping it drops what it has built so far: the listener closes, and a hub already
+    /// connected is dropped, which stops its connections (a private Redis stops with it).
     pub async fn start(opts: DashboardOptions) -> Result<Self, DashboardError> {
         if let Some(token) = &opts.token {
-            validate_token(token).map_err(DashboardError::InvalidOptions)?;
+            validate_token(token).map_err(|reason| DashboardError::InvalidOption {
+                option: "token",
+                reason,
+            })?;
         }
         opts.limits
             .validate()
-            .map_err(DashboardError::InvalidOptions)?;
+            .map_err(DashboardError::InvalidLimit)?;
+        let trusted_proxies = TrustedProxies::parse(&opts.trusted_proxies).map_err(|reason| {
+            DashboardError::InvalidOption {
+                option: "trusted_proxies",
+                reason,
+            }
+        })?;
         let cluster = !opts.cluster_nodes.is_empty();
         if cluster && (opts.redis_url.is_some() || opts.redis_ca_file.is_some()) {
-            return Err(DashboardError::InvalidOptions(
-                "cluster nodes are given, so a Redis URL or CA file cannot be: put the \
-                 credentials in the node URLs"
+            return Err(DashboardError::InvalidOption {
+                option: "cluster_nodes",
+                reason: "with cluster nodes, redis_url and redis_ca_file must not be set: put \
+                         the credentials in the node URLs"
                     .into(),
-            ));
+            });
         }
         // A single server's client, parsed before binding so that a bad URL fails first.
         let single = if cluster {
@@ -313,13 +401,12 @@ impl Dashboard {
         } else {
             let url = match &opts.redis_url {
                 Some(url) => url.clone(),
-                None => format!(
-                    "redis://{}:{}/",
-                    bracket_ipv6(&opts.redis_host),
-                    opts.redis_port
-                ),
+                None => host_port_url(&opts.redis_host, opts.redis_port),
             };
-            Some(open_client(&url, opts.redis_ca_file.as_deref())?)
+            Some(
+                open_client(&url, opts.redis_ca_file.as_deref())
+                    .map_err(DashboardError::RedisAddress)?,
+            )
         };
         let seeds = cluster_seeds(&opts.cluster_nodes)?;
 
@@ -351,11 +438,15 @@ impl Dashboard {
         let access = match &opts.token {
             Some(token) => AccessControl::with_token(token.clone()),
             None => AccessControl::open().with_loopback_hosts_only(loopback),
-        };
+        }
+        .with_cookie_secure(opts.cookie_secure)
+        .with_trusted_proxies(trusted_proxies);
 
         let config = dashboard_hub_config()
             .with_max_subscriptions(opts.limits.max_subscriptions)
             .with_mode(opts.mode);
+        let mut warnings = Vec::new();
+        let mut seed_later = None;
         let (hub, embedded, using) = match single {
             None => {
                 let hub = connect_cluster(&opts.cluster_nodes, &seeds, config).await?;
@@ -367,12 +458,22 @@ impl Dashboard {
                 (hub, None, using)
             }
             Some(client) => {
-                let (hub, embedded, redis_addr) =
-                    connect_single(client, opts.embedded_fallback, config, &mut notes).await?;
-                (hub, embedded, format!("Using Redis at {redis_addr}"))
+                let single = connect_single(client, opts.embedded_fallback, config).await?;
+                notes.extend(single.note);
+                if let Some(warning) = single.warning {
+                    warnings.push(warning);
+                    seed_later = Some(single.hub.client().get_connection_info().addr().clone());
+                }
+                (
+                    single.hub,
+                    single.private,
+                    format!("Using Redis at {}", single.addr),
+                )
             }
         };
-        if let Err(e) = seed_defaults(&hub).await {
+        if seed_later.is_none()
+            && let Err(e) = seed_defaults(&hub).await
+        {
             hub.shutdown().await;
             return Err(DashboardError::Seed(e));
         }
@@ -383,10 +484,16 @@ impl Dashboard {
             local.port()
         ));
         notes.push(using);
-        notes.push(format!(
-            "Seeded {} default subscription(s)",
-            DEFAULT_SUBSCRIPTIONS.len()
-        ));
+        notes.push(match seed_later {
+            None => format!(
+                "Seeded {} default subscription(s)",
+                DEFAULT_SUBSCRIPTIONS.len()
+            ),
+            Some(_) => format!(
+                "The {} default subscription(s) will be created when Redis answers",
+                DEFAULT_SUBSCRIPTIONS.len()
+            ),
+        });
         if opts.token.is_some() {
             notes.push(
                 "An access token is required: send `Authorization: Bearer <token>`, or open \
@@ -399,9 +506,17 @@ impl Dashboard {
             hub,
             embedded,
             startup_lines: notes,
+            startup_warnings: warnings,
+            seed_later,
             limits: opts.limits,
             access,
         })
+    }
+
+    /// The lines to print on stderr at start-up: that the configured Redis did not answer,
+    /// so the dashboard serves without it (`/readyz` answers 503) until it does.
+    pub fn startup_warnings(&self) -> &[String] {
+        &self.startup_warnings
     }
 
     /// The lines to print at start-up: the embedded-server note if there is one, then the
@@ -421,12 +536,18 @@ impl Dashboard {
     }
 
     /// The private Redis, when the fallback was used.
-    pub fn embedded_redis(&self) -> Option<&EmbeddedRedis> {
+    pub fn embedded_redis(&self) -> Option<&PrivateRedis> {
         self.embedded.as_ref()
     }
 
     /// Serves until `shutdown` resolves, then closes every subscription and connection of
-    /// the hub, then stops the private Redis if there is one.
+    /// the hub, then stops the private Redis if there is one. When Redis did not answer at
+    /// start, the default subscribers are created as soon as it does, meanwhile.
+    ///
+    /// # Cancel safety
+    /// Resolve `shutdown` rather than drop it: dropping it stops serving at once (open
+    /// connections are closed with their tasks) and drops the hub without the orderly
+    /// close.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -437,12 +558,17 @@ impl Dashboard {
             embedded,
             limits,
             access,
+            seed_later,
             ..
         } = self;
+        // Aborted when serving ends, so it never outlives the dashboard.
+        let seeding =
+            seed_later.map(|addr| AbortOnDrop(tokio::spawn(seed_when_up(hub.clone(), addr))));
         let state = AppState::new(hub.clone())
             .with_limits(limits)
             .with_access(access);
         let served = serve_with_state(listener, state, shutdown).await;
+        drop(seeding);
         hub.shutdown().await;
         drop(embedded);
         served.map_err(DashboardError::Serve)
@@ -461,11 +587,17 @@ impl fmt::Debug for Dashboard {
 /// Connects (or starts the embedded fallback), seeds the three defaults, prints the start-up
 /// lines, serves until `shutdown` resolves, then closes every subscription
 /// (`hub.shutdown()`) before returning.
+///
+/// # Cancel safety
+/// As [`Dashboard::start`], then [`Dashboard::run`].
 pub async fn run_dashboard(
     opts: DashboardOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DashboardError> {
     let dashboard = Dashboard::start(opts).await?;
+    for line in dashboard.startup_warnings() {
+        eprintln!("{line}");
+    }
     for line in dashboard.startup_lines() {
         println!("{line}");
     }
@@ -475,6 +607,9 @@ pub async fn run_dashboard(
 /// Serves the dashboard for `hub` on `listener` until `shutdown` resolves.
 ///
 /// The hub stays the caller's: it is not shut down here.
+///
+/// # Cancel safety
+/// As [`serve_with_state`].
 pub async fn serve(
     listener: TcpListener,
     hub: PubSubHub,
@@ -489,6 +624,11 @@ pub async fn serve(
 ///
 /// Applies the connection bounds of `state.limits` (see [`crate::http`]): request head and
 /// body timeouts, and at most `max_connections` connections at once.
+///
+/// # Cancel safety
+/// Resolve `shutdown` rather than drop it. Dropping it stops accepting and aborts every
+/// connection's task (their sockets close); changes already handed to tasks of their own
+/// still finish.
 pub async fn serve_with_state(
     listener: TcpListener,
     state: AppState,
@@ -497,29 +637,47 @@ pub async fn serve_with_state(
     crate::http::serve_bounded(listener, state, shutdown).await
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            // No handler could be installed: never resolve rather than stop at once.
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves when the process gets Ctrl-C (SIGINT) or SIGTERM; the one shutdown signal of
+/// the dashboard and of every `pubsub-hub` subcommand.
+///
+/// The handlers are installed when this is *called*, not when the future is first polled:
+/// a signal that arrives after a server or command has announced itself (the dashboard's
+/// start-up lines, `subscribe`'s confirmation) but before its loop first awaits must still
+/// stop it cleanly rather than kill it with the default action. Call it before announcing,
+/// within a Tokio runtime. A handler that cannot be installed never resolves, rather than
+/// stopping at once.
+///
+/// # Cancel safety
+/// Cancel-safe: the returned future only waits; dropping it loses no signal that another
+/// call's future would have seen.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut stream) => {
-                stream.recv().await;
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            let wait = |s: Option<Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(interrupt) => {}
+                _ = wait(terminate) => {}
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+    {
+        async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
@@ -533,11 +691,7 @@ struct ClusterSeeds {
 fn cluster_seeds(nodes: &[String]) -> Result<ClusterSeeds, DashboardError> {
     let mut addrs = Vec::with_capacity(nodes.len());
     for node in nodes {
-        let client =
-            redis::Client::open(node.as_str()).map_err(|e| DashboardError::InvalidRedisUrl {
-                url: mask_password(node),
-                reason: e.to_string(),
-            })?;
+        let client = open_client(node, None).map_err(DashboardError::RedisAddress)?;
         addrs.push(client.get_connection_info().addr().clone());
     }
     let display = addrs
@@ -571,166 +725,62 @@ async fn connect_cluster(
         })
 }
 
-/// The hub on one server, starting the private fallback when nothing answers at the
-/// configured address and `fallback` allows it (and adding its note to `notes`).
+/// The hub on one server, by `pubsub_hub_launcher::reach_redis`'s rule, and what to say
+/// about it.
+struct Single {
+    hub: PubSubHub,
+    private: Option<PrivateRedis>,
+    /// `host:port` or `unix:PATH` in use.
+    addr: String,
+    /// The start-up line about the private server, when one was started.
+    note: Option<String>,
+    /// The stderr line when nothing answered and the dashboard starts without Redis.
+    warning: Option<String>,
+}
+
+/// Chooses the Redis (`reach_redis`: the address if it answers, a private server only when
+/// `fallback` allows one, else the address anyway) and builds the hub on it: connected when
+/// something answered, connecting later otherwise.
 async fn connect_single(
     client: redis::Client,
     fallback: bool,
     config: HubConfig,
-    notes: &mut Vec<String>,
-) -> Result<(PubSubHub, Option<EmbeddedRedis>, String), DashboardError> {
+) -> Result<Single, DashboardError> {
     let configured = display_addr(client.get_connection_info().addr());
-    let (client, embedded, redis_addr) = if answers(client.get_connection_info().addr()).await {
-        (client, None, configured.clone())
-    } else if !fallback {
-        return Err(DashboardError::RedisUnreachable {
-            addr: configured,
-            fallback: None,
-            cluster: false,
-        });
-    } else {
-        let server = tokio::task::spawn_blocking(EmbeddedRedis::start)
+    let reached =
+        reach_redis(client, fallback)
             .await
-            .unwrap_or_else(|e| Err(EmbeddedError::Failed(e.to_string())))
             .map_err(|e| DashboardError::RedisUnreachable {
-                addr: configured.clone(),
+                addr: configured,
                 fallback: Some(e),
                 cluster: false,
             })?;
-        notes.push(format!(
-            "No Redis answered at {configured}, so a private throwaway redis-server was \
-             started on 127.0.0.1:{} (it saves nothing and stops with this server)",
-            server.port()
-        ));
-        let client =
-            redis::Client::open(server.url()).map_err(|e| DashboardError::InvalidRedisUrl {
-                url: server.url(),
-                reason: e.to_string(),
-            })?;
-        let addr = format!("127.0.0.1:{}", server.port());
-        (client, Some(server), addr)
-    };
-
-    let hub = PubSubHub::with_config(client, config)
-        .await
-        .map_err(|source| DashboardError::Redis {
-            addr: redis_addr.clone(),
-            source,
-        })?;
-    Ok((hub, embedded, redis_addr))
-}
-
-/// The Redis client for `url`, trusting the CA in `ca_file` for `rediss://` when given.
-/// Errors show the URL with its password masked.
-fn open_client(
-    url: &str,
-    ca_file: Option<&std::path::Path>,
-) -> Result<redis::Client, DashboardError> {
-    let invalid = |reason: String| DashboardError::InvalidRedisUrl {
-        url: mask_password(url),
-        reason,
-    };
-    match ca_file {
-        None => redis::Client::open(url).map_err(|e| invalid(e.to_string())),
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| {
-                DashboardError::InvalidOptions(format!(
-                    "cannot read the Redis CA file {}: {e}",
-                    path.display()
-                ))
-            })?;
-            if !url.starts_with("rediss://") {
-                return Err(invalid(
-                    "a CA file is given, so the URL must use rediss:// (TLS)".into(),
-                ));
-            }
-            redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                },
-            )
-            .map_err(|e| invalid(e.to_string()))
-        }
-    }
-}
-
-/// True when something accepts a connection at `addr` within [`PROBE_TIMEOUT`].
-async fn answers(addr: &ConnectionAddr) -> bool {
-    let connect = async {
-        match addr {
-            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-                tokio::net::TcpStream::connect((host.as_str(), *port))
-                    .await
-                    .is_ok()
-            }
-            #[cfg(unix)]
-            ConnectionAddr::Unix(path) => tokio::net::UnixStream::connect(path).await.is_ok(),
-            // Unknown kinds of address: let the hub try and report.
-            _ => true,
-        }
-    };
-    tokio::time::timeout(PROBE_TIMEOUT, connect)
-        .await
-        .unwrap_or(false)
-}
-
-/// `host:port` (IPv6 in brackets), or the socket path; never credentials.
-fn display_addr(addr: &ConnectionAddr) -> String {
-    match addr {
-        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-            format!("{}:{port}", bracket_ipv6(host))
-        }
-        ConnectionAddr::Unix(path) => format!("unix:{}", path.display()),
-        other => format!("{other:?}"),
-    }
-}
-
-fn bracket_ipv6(host: &str) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
+    let addr = reached.addr();
+    let note = reached.private_note();
+    let warning = reached.not_answering_warning().map(|w| {
+        format!("{w} (/readyz answers 503 until then; the default subscribers are created then)")
+    });
+    let hub = if reached.answered {
+        PubSubHub::with_config(reached.client, config).await
     } else {
-        host.to_owned()
+        PubSubHub::with_config_lazy(reached.client, config)
     }
-}
-
-/// The URL with any password replaced by `***`.
-fn mask_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let masked = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        // `redis://secret@host` puts the password where the user would be.
-        None if !userinfo.is_empty() => "***".to_owned(),
-        None => String::new(),
-    };
-    format!("{}{masked}{}", &url[..scheme_end + 3], &rest[at..])
+    .map_err(|source| DashboardError::Redis {
+        addr: addr.clone(),
+        source,
+    })?;
+    Ok(Single {
+        hub,
+        private: reached.private,
+        addr,
+        note,
+        warning,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            mask_password("redis://user:s3cret@host:6379/0"),
-            "redis://user:***@host:6379/0"
-        );
-        assert_eq!(mask_password("redis://:s3cret@host"), "redis://:***@host");
-        assert_eq!(mask_password("redis://s3cret@host/"), "redis://***@host/");
-        assert_eq!(mask_password("redis://host:6379/"), "redis://host:6379/");
-        assert_eq!(mask_password("not a url"), "not a url");
-    }
 
     #[test]
     fn debug_masks_passwords_in_cluster_nodes_too() {
@@ -754,29 +804,23 @@ mod tests {
     }
 
     #[test]
-    fn addresses_display_without_credentials() {
-        let client = redis::Client::open("redis://u:pw@example.invalid:6380/").unwrap();
-        assert_eq!(
-            display_addr(client.get_connection_info().addr()),
-            "example.invalid:6380"
-        );
-        assert_eq!(bracket_ipv6("::1"), "[::1]");
-        assert_eq!(bracket_ipv6("localhost"), "localhost");
-    }
-
-    #[test]
     fn errors_are_one_line() {
         let e = DashboardError::RedisUnreachable {
             addr: "localhost:6379".into(),
-            fallback: Some(EmbeddedError::NotInstalled),
+            fallback: Some(LaunchError::NotInstalled {
+                binary: "redis-server".into(),
+            }),
             cluster: false,
         };
         let text = e.to_string();
         assert_eq!(
             text,
-            "cannot reach Redis at localhost:6379 and redis-server is not on PATH: install it \
-             (apt-get install redis-server) or pass --redis-host/--redis-port"
+            "cannot reach Redis at localhost:6379 and redis-server is not on PATH to start a \
+             private one: install it (apt-get install redis-server) or start Redis there"
         );
-        assert!(!text.contains('\n'));
+        assert!(
+            !text.contains('\n') && !text.contains("--"),
+            "no flags: {text}"
+        );
     }
 }

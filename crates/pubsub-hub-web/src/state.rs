@@ -1,23 +1,28 @@
 //! The `/state` document: what the page shows, built with one Redis round trip.
 //!
-//! The contract's fields come first (`subscriptions`, `active_channels`, `numsub`, `stats`);
+//! The contract's fields (`docs/http-api.md`) come first (`subscriptions`, `active_channels`, `numsub`, `stats`);
 //! everything else is additive, so a client of the guide's server cannot notice it:
 //! per subscriber `kind`, `status`, `dropped_total`, `reconnects_total`; per message
 //! `encoding`, `size`, `truncated`; in `stats` the library's extra counters; and at the top
 //! `redis` (is Redis answering?), `version` (the hub's change counter), `mode` (dedicated or
 //! shared connections, cluster or not, and what `numsub` counts then), the shard view
-//! (`shard_channels`, `shard_numsub`) and the markers of the bounded channel lists
-//! (`active_channels_truncated`, `active_channels_total` and their shard twins).
+//! (`shard_channels`, `shard_numsub`), the markers of the bounded channel lists
+//! (`active_channels_truncated`, `active_channels_total` and their shard twins) and the
+//! other dashboards on the same Redis (`other_dashboards`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use pubsub_hub::{
-    ConnectionMode, HubError, Introspection, Payload, PayloadEncoding, PubSubHub, ReceivedMessage,
-    Subscription, TargetKind,
-};
-use serde_json::{Value, json};
+use axum::body::Bytes;
+
+use pubsub_hub::{HubError, Introspection, PubSubHub, Subscription, TargetKind};
 
 use crate::app::{AppState, DashboardSettings};
+use crate::document::{
+    ModeView, RedisAvailability, StateDocument, SubscriptionList, SubscriptionReading,
+    SubscriptionView, warnings,
+};
 use crate::metrics::Metrics;
 
 /// Messages shown per subscriber, newest first (the contract's 15).
@@ -36,13 +41,115 @@ pub const DEFAULT_PAYLOAD_DISPLAY_BYTES: usize = 2048;
 ///
 /// The server-wide lists (`active_channels`, `shard_channels`) are cut at
 /// [`Limits::max_listed_channels`](crate::Limits::max_listed_channels) (its default here).
-pub async fn build_state(hub: &PubSubHub, settings: &DashboardSettings) -> Value {
+/// A hub alone has no peer directory, so `other_dashboards` is left out
+/// ([`app_state_document`] fills it).
+///
+/// # Cancel safety
+/// Cancel-safe: it only reads, and holds no lock across an `.await`; dropping it leaves
+/// nothing behind.
+pub async fn build_state(hub: &PubSubHub, settings: &DashboardSettings) -> StateDocument {
     let max_listed = crate::limits::DEFAULT_MAX_LISTED_CHANNELS;
-    build_state_timed(hub, settings, max_listed, None).await
+    build_state_timed(hub, settings, max_listed, None, None).await
+}
+
+/// How long a built document is served while the hub's version stays. The hub's version
+/// moves on every change of the local part (messages, counters, statuses, gaps,
+/// subscribers added or removed), but not when Redis' server-wide view changes (another
+/// client subscribes, Redis becomes unreachable before a link notices): so that part is at
+/// most this old when served.
+pub const STATE_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// One built `/state` document and its JSON, shared by every caller until the hub changes
+/// or it is [`STATE_MAX_AGE`] old.
+pub(crate) struct BuiltState {
+    /// The document.
+    pub(crate) doc: StateDocument,
+    /// `doc` serialized, as `/state` sends it.
+    pub(crate) json: Bytes,
+    /// `json` gzip-compressed, made by the first caller that accepts gzip and then shared
+    /// like `json` (see [`BuiltState::gzipped`]).
+    gzip: OnceLock<Option<Bytes>>,
+    /// When its building (and so its Redis round trip) began.
+    started: Instant,
+}
+
+impl BuiltState {
+    /// `json` compressed with gzip, once per build: the first caller compresses (at the
+    /// fastest level: the document is mostly repeated keys and message envelopes, which
+    /// even that shrinks many times over) and every later caller of the same build
+    /// shares the bytes, so `/state` costs per compressed byte sent, not per subscriber.
+    /// `None` only if compressing failed, which writing into memory does not; the caller
+    /// then sends `json`.
+    pub(crate) fn gzipped(&self) -> Option<Bytes> {
+        self.gzip
+            .get_or_init(|| {
+                use std::io::Write;
+                let mut encoder = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(self.json.len() / 8 + 64),
+                    flate2::Compression::fast(),
+                );
+                encoder.write_all(&self.json).ok()?;
+                encoder.finish().ok().map(Bytes::from)
+            })
+            .clone()
+    }
+}
+
+/// A dashboard's newest built document, and the per-subscriber views it was made of.
+#[derive(Default)]
+pub(crate) struct StateCache {
+    newest: Mutex<Option<Arc<BuiltState>>>,
+    /// One build at a time: callers arriving meanwhile wait for it and share its result.
+    building: tokio::sync::Mutex<()>,
+    /// The last reading of each subscriber (by name) and the view made of it: an equal
+    /// reading reuses the view instead of rebuilding its messages.
+    views: Mutex<HashMap<String, (SubscriptionReading, Arc<SubscriptionView>)>>,
+}
+
+impl StateCache {
+    /// The newest document, if it shows hub version `version` and is young enough.
+    fn fresh(&self, version: u64) -> Option<Arc<BuiltState>> {
+        lock(&self.newest)
+            .as_ref()
+            .filter(|b| b.doc.version == version && b.started.elapsed() < STATE_MAX_AGE)
+            .cloned()
+    }
+
+    /// The views of `subs`, reusing those whose subscription reads as it did last time.
+    fn views(
+        &self,
+        subs: &[Arc<Subscription>],
+        settings: &DashboardSettings,
+    ) -> Vec<Arc<SubscriptionView>> {
+        let mut last = lock(&self.views);
+        let mut next = HashMap::with_capacity(subs.len());
+        let views = subs
+            .iter()
+            .map(|sub| {
+                let messages = sub.messages(Some(settings.message_limit));
+                let reading = SubscriptionReading::of(Arc::clone(sub), messages);
+                let view = match last.remove(sub.name()) {
+                    Some((before, view)) if before.same_as(&reading) => view,
+                    _ => Arc::new(SubscriptionView::of(
+                        &reading,
+                        settings.payload_display_bytes,
+                    )),
+                };
+                next.insert(sub.name().to_owned(), (reading, Arc::clone(&view)));
+                view
+            })
+            .collect();
+        *last = next;
+        views
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The targets of the local subscribers of `kind`, sorted and deduplicated.
-fn targets_of(subs: &[std::sync::Arc<Subscription>], kind: TargetKind) -> BTreeSet<String> {
+fn targets_of(subs: &[Arc<Subscription>], kind: TargetKind) -> BTreeSet<String> {
     subs.iter()
         .filter(|s| s.kind() == kind)
         .flat_map(|s| s.targets().iter().cloned())
@@ -50,13 +157,15 @@ fn targets_of(subs: &[std::sync::Arc<Subscription>], kind: TargetKind) -> BTreeS
 }
 
 /// [`build_state`] with the list bound `max_listed`, timing the Redis round trip in
-/// `metrics` when given.
+/// `metrics` when given, and reusing the unchanged subscribers' views from `cache`.
 async fn build_state_timed(
     hub: &PubSubHub,
     settings: &DashboardSettings,
     max_listed: usize,
     metrics: Option<&Metrics>,
-) -> Value {
+    cache: Option<&StateCache>,
+) -> StateDocument {
+    // Read first: everything built below shows at least this version.
     let version = hub.version();
     let subs = hub.subscriptions();
     let exact = targets_of(&subs, TargetKind::Channel);
@@ -82,13 +191,22 @@ async fn build_state_timed(
     let (found, redis) = match introspection {
         Ok(found) => {
             stats.pattern_subscriptions = found.numpat;
-            (Introspected::from(found), json!({ "available": true }))
+            (
+                Introspected::from(found),
+                RedisAvailability {
+                    available: true,
+                    error: None,
+                },
+            )
         }
         Err(e) => {
             tracing::debug!(error = %e, "PUBSUB introspection failed");
             (
                 Introspected::default(),
-                json!({ "available": false, "error": redis_problem(&e) }),
+                RedisAvailability {
+                    available: false,
+                    error: Some(redis_problem(&e)),
+                },
             )
         }
     };
@@ -105,26 +223,39 @@ async fn build_state_timed(
     let (active_channels, active_total) = bounded_list(found.active_channels, max_listed);
     let (shard_channels, shard_total) = bounded_list(found.shard_channels, max_listed);
 
-    let subscriptions: Vec<Value> = subs
-        .iter()
-        .map(|s| subscription_json(s, settings))
-        .collect();
+    let subscriptions: Vec<Arc<SubscriptionView>> = match cache {
+        Some(cache) => cache.views(&subs, settings),
+        None => subs
+            .iter()
+            .map(|s| {
+                Arc::new(SubscriptionView::new(
+                    s,
+                    settings.message_limit,
+                    settings.payload_display_bytes,
+                ))
+            })
+            .collect(),
+    };
+    let warnings = warnings(subscriptions.iter().map(|v| &**v));
+    let subscriptions = SubscriptionList::from(subscriptions);
 
-    json!({
-        "subscriptions": subscriptions,
-        "active_channels": active_channels,
-        "numsub": numsub,
-        "stats": stats,
-        "redis": redis,
-        "version": version,
-        "mode": mode_json(hub),
-        "active_channels_truncated": active_channels.len() < active_total,
-        "active_channels_total": active_total,
-        "shard_channels": shard_channels,
-        "shard_channels_truncated": shard_channels.len() < shard_total,
-        "shard_channels_total": shard_total,
-        "shard_numsub": shard_numsub,
-    })
+    StateDocument {
+        warnings,
+        subscriptions,
+        active_channels_truncated: active_channels.len() < active_total,
+        active_channels_total: active_total as u64,
+        active_channels,
+        numsub,
+        stats: stats.into(),
+        redis,
+        version,
+        mode: ModeView::of(hub),
+        shard_channels_truncated: shard_channels.len() < shard_total,
+        shard_channels_total: shard_total as u64,
+        shard_channels,
+        shard_numsub,
+        other_dashboards: None,
+    }
 }
 
 /// What the introspection found, or nothing while Redis does not answer.
@@ -154,74 +285,61 @@ fn bounded_list(mut names: Vec<String>, max: usize) -> (Vec<String>, usize) {
     (names, total)
 }
 
-/// `mode`: how subscribers map onto Redis connections here, and so what `numsub` counts.
-fn mode_json(hub: &PubSubHub) -> Value {
-    let cluster = hub.is_cluster();
-    let cluster_note = if cluster {
-        " In this cluster every count is summed over all nodes."
-    } else {
-        ""
-    };
-    let (name, shared, counts, explanation) = match hub.mode() {
-        ConnectionMode::Shared { connections } => (
-            "shared",
-            Some(connections),
-            "connections",
-            format!(
-                "Shared mode: all subscribers share {connections} Redis subscriber \
-                 connection(s), and each channel is subscribed on one of them however many \
-                 local subscribers want it. So NUMSUB counts connections, not names: this \
-                 dashboard adds 1 to a channel's NUMSUB whether one or a hundred of its \
-                 subscribers listen; each card shows its own count.{cluster_note}"
-            ),
-        ),
-        _ => (
-            "dedicated",
-            None,
-            "subscribers",
-            format!(
-                "Dedicated mode: every named subscriber has its own Redis connection, so \
-                 NUMSUB counts this dashboard's subscribers of a channel one by one (plus any \
-                 other client subscribed to it).{cluster_note}"
-            ),
-        ),
-    };
-    json!({
-        "name": name,
-        "shared_connections": shared,
-        "cluster": cluster,
-        "subscriber_connections": hub.subscriber_connections(),
-        "numsub_counts": counts,
-        "numsub_explanation": explanation,
-    })
+/// The `/state` document of a running dashboard: [`build_state`] with the dashboard's
+/// list bound, its Redis round trip timed in its metrics, and the other dashboards as its
+/// [`PeerDirectory`](crate::peers::PeerDirectory) last read them (no Redis call of its own);
+/// served from the dashboard's newest build while the hub's version stays and that build is
+/// younger than [`STATE_MAX_AGE`].
+///
+/// # Cancel safety
+/// Cancel-safe: it only reads, and holds no lock across an `.await` but the one that lets
+/// one caller build at a time, which a dropped future releases; a dropped build leaves the
+/// previous document in place.
+pub async fn app_state_document(app: &AppState) -> StateDocument {
+    app_state(app).await.doc.clone()
 }
 
-/// The `/state` document of a running dashboard: [`build_state`] plus, per subscriber,
-/// `gaps_total` and `last_gap` (see [`crate::gaps`]), and at the top `warnings`, one
-/// sentence per subscriber that is disconnected now or has been, saying that messages
-/// published in that window were lost for it.
-pub async fn app_state_document(app: &AppState) -> Value {
-    let mut state = build_state_timed(
+/// [`app_state_document`], shared and with its JSON.
+pub(crate) async fn app_state(app: &AppState) -> Arc<BuiltState> {
+    let cache = &app.states;
+    if let Some(built) = cache.fresh(app.hub.version()) {
+        return built;
+    }
+    let _building = cache.building.lock().await;
+    if let Some(built) = cache.fresh(app.hub.version()) {
+        return built;
+    }
+    let started = Instant::now();
+    let mut doc = build_state_timed(
         &app.hub,
         &app.settings,
         app.limits.max_listed_channels,
         Some(&app.metrics),
+        Some(cache),
     )
     .await;
-    app.gaps.observe(&app.hub);
-    if let Some(subs) = state["subscriptions"].as_array_mut() {
-        for sub in subs {
-            let name = sub["name"].as_str().unwrap_or_default().to_owned();
-            app.gaps.annotate(&name, sub);
+    doc.other_dashboards = Some(app.peers.snapshot());
+    let json = match serde_json::to_vec(&doc) {
+        Ok(json) => Bytes::from(json),
+        Err(e) => {
+            // Only a map with non-string keys could fail, and the document has none.
+            tracing::error!(error = %e, "cannot serialize the state");
+            Bytes::from_static(b"{}")
         }
-    }
-    state["warnings"] = json!(app.gaps.warnings());
-    state
+    };
+    let built = Arc::new(BuiltState {
+        doc,
+        json,
+        gzip: OnceLock::new(),
+        started,
+    });
+    *lock(&cache.newest) = Some(Arc::clone(&built));
+    built
 }
 
 /// A short, secret-free sentence about why Redis did not answer.
 fn redis_problem(e: &HubError) -> String {
-    if let Some(code) = crate::error::refusal_code(e) {
+    if let Some(code) = e.refusal() {
         format!(
             "Redis refused the dashboard's user ({code}): fix the credentials or the ACL \
              (PUBSUB, PUBLISH and SUBSCRIBE are needed)"
@@ -232,107 +350,5 @@ fn redis_problem(e: &HubError) -> String {
         "the dashboard is shutting down".into()
     } else {
         "cannot reach Redis".into()
-    }
-}
-
-/// One subscriber as the page shows it: the library's view with the messages truncated.
-fn subscription_json(sub: &Subscription, settings: &DashboardSettings) -> Value {
-    let mut value = sub.to_json(0);
-    let messages: Vec<Value> = sub
-        .messages(Some(settings.message_limit))
-        .iter()
-        .map(|m| message_json(m, settings.payload_display_bytes))
-        .collect();
-    value["messages"] = Value::Array(messages);
-    value
-}
-
-/// One message: the contract's `channel`, `pattern`, `payload`, `received_at_ms`, plus
-/// `encoding`, `size` (bytes as received) and `truncated`.
-pub(crate) fn message_json(m: &ReceivedMessage, limit: usize) -> Value {
-    let (payload, truncated) = display_payload(&m.payload, limit);
-    json!({
-        "channel": m.channel,
-        "pattern": m.pattern,
-        "payload": payload,
-        "encoding": m.payload.encoding(),
-        "received_at_ms": m.received_at_ms,
-        "size": m.payload.len(),
-        "truncated": truncated,
-    })
-}
-
-/// The payload's JSON view, or, when it is longer than `limit`, the start of its text (or of
-/// its base64) as a string.
-fn display_payload(payload: &Payload, limit: usize) -> (Value, bool) {
-    let shown = match payload.encoding() {
-        PayloadEncoding::Base64 => payload.json().as_str().unwrap_or_default(),
-        _ => payload.as_str().unwrap_or_default(),
-    };
-    if shown.len() <= limit {
-        (payload.json().clone(), false)
-    } else {
-        (
-            Value::String(cut_at_char_boundary(shown, limit).to_owned()),
-            true,
-        )
-    }
-}
-
-/// The longest prefix of `s` that is at most `max` bytes and ends on a character boundary.
-fn cut_at_char_boundary(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn message(bytes: &[u8]) -> ReceivedMessage {
-        ReceivedMessage::new("c".into(), None, Payload::from_bytes(bytes.to_vec()))
-    }
-
-    #[test]
-    fn short_payloads_are_shown_whole() {
-        let v = message_json(&message(br#"{"body":"hi","seq":1,"of":1}"#), 64);
-        assert_eq!(v["payload"], json!({"body": "hi", "seq": 1, "of": 1}));
-        assert_eq!(v["encoding"], "json");
-        assert_eq!(v["truncated"], false);
-        assert_eq!(v["size"], 28);
-    }
-
-    #[test]
-    fn long_text_is_cut_on_a_character_boundary() {
-        let text = "é".repeat(100); // 200 bytes
-        let v = message_json(&message(text.as_bytes()), 51);
-        assert_eq!(v["truncated"], true);
-        assert_eq!(v["size"], 200);
-        assert_eq!(v["payload"].as_str().unwrap(), "é".repeat(25));
-        assert_eq!(v["encoding"], "text");
-    }
-
-    #[test]
-    fn long_json_becomes_a_text_preview() {
-        let body = format!(r#"{{"body":"{}"}}"#, "x".repeat(100));
-        let v = message_json(&message(body.as_bytes()), 20);
-        assert_eq!(v["payload"], json!(&body[..20]));
-        assert_eq!(v["encoding"], "json");
-        assert_eq!(v["truncated"], true);
-    }
-
-    #[test]
-    fn long_binary_keeps_a_base64_prefix() {
-        let v = message_json(&message(&[0xff; 300]), 40);
-        assert_eq!(v["encoding"], "base64");
-        assert_eq!(v["truncated"], true);
-        assert_eq!(v["payload"].as_str().unwrap().len(), 40);
-        assert_eq!(v["size"], 300);
     }
 }

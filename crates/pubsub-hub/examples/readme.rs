@@ -1,12 +1,11 @@
-//! The README's library example. `cargo test` compiles it and `tests/readme.rs` checks
-//! that the README shows exactly the code between the markers. Run it against a Redis on
-//! localhost:6379 with `cargo run -p pubsub-hub --example readme`.
+//! A hub on the Redis at localhost:6379: named subscribers, a consumer, publishing and
+//! introspection (`cargo run -p pubsub-hub --example readme`).
 
-// README example begins
 use pubsub_hub::{DEFAULT_BUFFER_SIZE, Event, PubSubHub};
 use serde_json::json;
 
-async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = redis::Client::open("redis://127.0.0.1:6379/")?;
     let hub = PubSubHub::new(client, DEFAULT_BUFFER_SIZE).await?;
 
@@ -23,7 +22,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
         while let Some(event) = events.recv().await {
             match event {
                 Event::Message(m) => println!("{} {}", m.channel, m.payload),
-                Event::Lagged(n) => eprintln!("fell behind: {n} events dropped"),
+                Event::Lagged(n) => eprintln!("fell behind: {n} messages dropped"),
                 Event::Disconnected { error } => eprintln!("gap begins: {error}"),
                 Event::Reconnected => eprintln!("gap ends; messages in between are lost"),
                 _ => {}
@@ -46,10 +45,4 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     println!("{:?}", hub.introspect("*", &["orders:new".into()]).await?);
     hub.shutdown().await;
     Ok(())
-}
-// README example ends
-
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    demo().await
 }

@@ -13,24 +13,36 @@
 //! Nodes disagree for a moment after a failover; the view asks every node it knows and
 //! keeps, for each slot, the claim with the highest config epoch, which is the rule the
 //! cluster itself converges on.
+//!
+//! The topology is behind the `cluster` feature. Hash slots, node addresses and the summing
+//! of node replies are not: a single server uses them too (shared mode places shard
+//! channels on its links by slot, and introspection sums `NUMSUB`-style replies).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ProtocolVersion, Value};
+use redis::{ConnectionAddr, ConnectionInfo, ProtocolVersion, Value};
 
-use crate::config::HubConfig;
-use crate::error::{HubError, bounded, connection_broken};
-use crate::hub::lock;
+use crate::error::HubError;
+
+#[cfg(feature = "cluster")]
+use {
+    crate::config::HubConfig,
+    crate::error::{bounded, connection_broken},
+    crate::locks::lock,
+    redis::AsyncConnectionConfig,
+    redis::aio::MultiplexedConnection,
+    std::collections::{BTreeSet, HashMap},
+    std::sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    std::sync::{Arc, Mutex},
+    std::time::{Duration, Instant},
+};
 
 /// Number of hash slots in a Redis Cluster.
 pub(crate) const SLOTS: u16 = 16384;
 /// Introspection refreshes the topology first when it is older than this, so nodes that
 /// joined or failed are counted (or skipped) without a refresh on every call.
+#[cfg(feature = "cluster")]
 const TOPOLOGY_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// A node's address as the cluster announces it.
@@ -135,6 +147,7 @@ pub(crate) fn info_for(
 }
 
 /// One line of `CLUSTER NODES`, as far as the hub cares.
+#[cfg(feature = "cluster")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct NodeLine {
     addr: NodeAddr,
@@ -147,6 +160,7 @@ struct NodeLine {
 }
 
 /// Parses `CLUSTER NODES` as answered by `asked` (whose own line may lack a host).
+#[cfg(feature = "cluster")]
 fn parse_cluster_nodes(text: &str, asked: &NodeAddr) -> Vec<NodeLine> {
     text.lines()
         .filter_map(|line| {
@@ -192,8 +206,9 @@ fn parse_cluster_nodes(text: &str, asked: &NodeAddr) -> Vec<NodeLine> {
 }
 
 /// The merged view of the cluster.
+#[cfg(feature = "cluster")]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Topology {
+struct SlotMap {
     /// Slot ranges (inclusive) and the master owning them, sorted by first slot.
     slots: Vec<(u16, u16, NodeAddr)>,
     /// Every node no answer flags as failed, masters and replicas alike: what introspection
@@ -208,7 +223,8 @@ struct Topology {
 
 /// Builds the topology from the answers of several nodes: per slot, the claim of the
 /// master with the highest config epoch wins.
-fn merge(answers: &[(NodeAddr, Vec<NodeLine>)]) -> Topology {
+#[cfg(feature = "cluster")]
+fn merge(answers: &[(NodeAddr, Vec<NodeLine>)]) -> SlotMap {
     let mut owner: Vec<Option<(u64, &NodeAddr)>> = vec![None; usize::from(SLOTS)];
     let mut known = BTreeSet::new();
     let mut failed = BTreeSet::new();
@@ -252,7 +268,7 @@ fn merge(answers: &[(NodeAddr, Vec<NodeLine>)]) -> Topology {
             .filter(|addr| !failed.contains(*addr) && !answered.contains(*addr))
             .cloned(),
     );
-    Topology {
+    SlotMap {
         slots,
         live,
         answered,
@@ -261,6 +277,7 @@ fn merge(answers: &[(NodeAddr, Vec<NodeLine>)]) -> Topology {
 }
 
 /// The hub's view of a Redis Cluster, shared by the hub and its links.
+#[cfg(feature = "cluster")]
 pub(crate) struct ClusterView {
     /// The addresses the hub was configured with; always asked on refresh, so the view can
     /// recover even if every node it learnt about has gone.
@@ -269,7 +286,8 @@ pub(crate) struct ClusterView {
     base: ConnectionInfo,
     connect_timeout: Duration,
     command_timeout: Duration,
-    topology: Mutex<Topology>,
+    /// Slot owners and nodes as merged at the last refresh.
+    map: Mutex<SlotMap>,
     refreshed_at: Mutex<Option<Instant>>,
     /// Admin connections (RESP as configured), one per node, dropped on I/O errors.
     admin: Mutex<HashMap<NodeAddr, MultiplexedConnection>>,
@@ -281,6 +299,7 @@ pub(crate) struct ClusterView {
     closed: AtomicBool,
 }
 
+#[cfg(feature = "cluster")]
 impl ClusterView {
     /// A view seeded with `nodes`, not yet refreshed.
     pub(crate) fn new(nodes: &[ConnectionInfo], config: &HubConfig) -> Result<Self, HubError> {
@@ -306,7 +325,7 @@ impl ClusterView {
             base,
             connect_timeout: config.connect_timeout,
             command_timeout: config.command_timeout,
-            topology: Mutex::new(Topology::default()),
+            map: Mutex::new(SlotMap::default()),
             refreshed_at: Mutex::new(None),
             admin: Mutex::new(HashMap::new()),
             refreshing: tokio::sync::Mutex::new(()),
@@ -326,7 +345,7 @@ impl ClusterView {
 
     /// The master owning `slot`, if the view knows one.
     pub(crate) fn owner(&self, slot: u16) -> Option<NodeAddr> {
-        let topology = lock(&self.topology);
+        let topology = lock(&self.map);
         let i = topology.slots.partition_point(|(_, end, _)| *end < slot);
         topology
             .slots
@@ -339,7 +358,7 @@ impl ClusterView {
     /// by `spread` so that links do not all pick the same node, then the other live ones,
     /// then the seeds.
     pub(crate) fn subscribe_candidates(&self, spread: u64) -> Vec<NodeAddr> {
-        let topology = lock(&self.topology);
+        let topology = lock(&self.map);
         let mut nodes = topology.answered.clone();
         if !nodes.is_empty() {
             let k = (spread % nodes.len() as u64) as usize;
@@ -353,18 +372,27 @@ impl ClusterView {
         nodes
     }
 
-    /// Opens a RESP2/RESP3-as-configured pub/sub connection on the first candidate node that
-    /// accepts one. Bounded by about twice the connect time-out in total.
-    pub(crate) async fn open_pubsub(&self, spread: u64) -> Result<redis::aio::PubSub, HubError> {
+    /// Opens a subscriber connection with `open` on the first candidate node that accepts
+    /// one (a client for the node in RESP3 if `resp3`, else in the seeds' protocol). Bounded
+    /// by about twice the connect time-out in total, if `open` is bounded by it.
+    pub(crate) async fn open_subscriber<T, F, Fut>(
+        &self,
+        resp3: bool,
+        spread: u64,
+        open: F,
+    ) -> Result<T, HubError>
+    where
+        F: Fn(redis::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, HubError>>,
+    {
         let started = Instant::now();
         let mut last = HubError::Unavailable("no cluster node known".into());
         for addr in self.subscribe_candidates(spread) {
             if started.elapsed() >= self.connect_timeout {
                 break;
             }
-            let client = self.client(&addr, false)?;
-            match bounded("connect", self.connect_timeout, client.get_async_pubsub()).await {
-                Ok(pubsub) => return Ok(pubsub),
+            match open(self.client(&addr, resp3)?).await {
+                Ok(conn) => return Ok(conn),
                 Err(e) => {
                     tracing::debug!(node = %addr, error = %e, "cluster node refused a subscriber connection");
                     last = e;
@@ -384,7 +412,7 @@ impl ClusterView {
         if self.generation.load(Ordering::Acquire) != seen {
             return Ok(());
         }
-        let mut candidates: BTreeSet<NodeAddr> = lock(&self.topology).known.clone();
+        let mut candidates: BTreeSet<NodeAddr> = lock(&self.map).known.clone();
         candidates.extend(self.seeds.iter().cloned());
         let cmd = redis::cmd("CLUSTER").arg("NODES").to_owned();
         let asks = candidates.into_iter().map(|addr| {
@@ -421,7 +449,7 @@ impl ClusterView {
             answered = topology.answered.len(),
             "cluster topology refreshed"
         );
-        *lock(&self.topology) = topology;
+        *lock(&self.map) = topology;
         *lock(&self.refreshed_at) = Some(Instant::now());
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
@@ -518,7 +546,7 @@ impl ClusterView {
         count: usize,
     ) -> Result<Vec<(NodeAddr, Vec<Value>)>, HubError> {
         self.refresh_if_stale().await;
-        let nodes = lock(&self.topology).live.clone();
+        let nodes = lock(&self.map).live.clone();
         if nodes.is_empty() {
             return Err(HubError::Unavailable("no cluster node is reachable".into()));
         }
@@ -560,6 +588,7 @@ pub(crate) fn sum_pairs(
 
 /// Shared by the hub's constructor: a view refreshed once, so that the hub starts with
 /// slot owners known, and kept fresh in the background until it is closed or dropped.
+#[cfg(feature = "cluster")]
 pub(crate) async fn connect(
     nodes: &[ConnectionInfo],
     config: &HubConfig,
@@ -587,6 +616,7 @@ pub(crate) async fn connect(
 mod tests {
     use super::*;
 
+    #[cfg(feature = "cluster")]
     fn addr(port: u16) -> NodeAddr {
         NodeAddr {
             host: "127.0.0.1".into(),
@@ -605,6 +635,7 @@ mod tests {
         assert_eq!(slot_of(b"foo{{bar}}zap"), slot_of(b"{bar"));
     }
 
+    #[cfg(feature = "cluster")]
     #[test]
     fn parses_cluster_nodes_lines() {
         let text = "\
@@ -627,6 +658,7 @@ e7d1 :30001@31001 myself,master - 0 0 1 connected 0-5460 [5461->-67ed]
         assert_eq!(lines[2].slots, vec![(0, 5460)]);
     }
 
+    #[cfg(feature = "cluster")]
     #[test]
     fn merge_prefers_the_highest_epoch() {
         let line = |port, master, epoch, slots: Vec<(u16, u16)>| NodeLine {

@@ -6,7 +6,9 @@ use std::time::Duration;
 /// Everything that can go wrong in a [`PubSubHub`](crate::PubSubHub) call.
 ///
 /// The enum is `#[non_exhaustive]`: match the `is_*` helpers rather than every variant.
-#[derive(Debug)]
+/// Cloning is for one failure that several callers share (a batch of durable
+/// publications).
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum HubError {
     /// A subscription with this name already exists in the hub.
@@ -37,6 +39,14 @@ pub enum HubError {
     },
     /// The hub (or the subscription) has been shut down.
     Closed,
+    /// A [`HubConfig`](crate::HubConfig) value is refused (see
+    /// [`HubConfig::validate`](crate::HubConfig::validate)).
+    InvalidConfig {
+        /// The field, as named in [`HubConfig`](crate::HubConfig).
+        field: &'static str,
+        /// What is wrong with its value.
+        reason: &'static str,
+    },
 }
 
 impl HubError {
@@ -50,7 +60,8 @@ impl HubError {
         matches!(self, HubError::EmptyTargets)
     }
 
-    /// The caller's input was rejected before Redis was asked (name, targets, limits).
+    /// The caller's input was rejected before Redis was asked (name, targets, limits, the
+    /// hub's configuration).
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
@@ -59,7 +70,13 @@ impl HubError {
                 | HubError::InvalidName(_)
                 | HubError::InvalidTarget(_)
                 | HubError::LimitExceeded { .. }
+                | HubError::InvalidConfig { .. }
         )
+    }
+
+    /// The hub's configuration was refused at construction ([`HubError::InvalidConfig`]).
+    pub fn is_invalid_config(&self) -> bool {
+        matches!(self, HubError::InvalidConfig { .. })
     }
 
     /// A configured limit was hit.
@@ -85,6 +102,30 @@ impl HubError {
     pub fn is_closed(&self) -> bool {
         matches!(self, HubError::Closed)
     }
+
+    /// When Redis refused the command or the login of the user the hub connects as, rather
+    /// than being away: `"NOPERM"`, `"NOAUTH"`, or `"authentication failed"` (a wrong
+    /// password). Retrying does not help until the ACL or the credentials change. `None`
+    /// for every other error.
+    ///
+    /// The library reads its own texts here (an `Unavailable` carries the last connection
+    /// error as text), so that no caller has to.
+    pub fn refusal(&self) -> Option<&'static str> {
+        let text = match self {
+            HubError::Redis(e) if e.kind() == redis::ErrorKind::AuthenticationFailed => {
+                return Some("authentication failed");
+            }
+            HubError::Redis(e) => e.code().map_or_else(|| e.to_string(), str::to_owned),
+            HubError::Unavailable(why) => why.clone(),
+            _ => return None,
+        };
+        if text.contains("authentication failed") || text.contains("WRONGPASS") {
+            return Some("authentication failed");
+        }
+        ["NOPERM", "NOAUTH"]
+            .into_iter()
+            .find(|code| text.contains(code))
+    }
 }
 
 impl fmt::Display for HubError {
@@ -105,6 +146,9 @@ impl fmt::Display for HubError {
                 write!(f, "redis did not answer {operation} within {after:?}")
             }
             HubError::Closed => f.write_str("the hub has been shut down"),
+            HubError::InvalidConfig { field, reason } => {
+                write!(f, "invalid hub configuration: {field} {reason}")
+            }
         }
     }
 }
@@ -147,5 +191,24 @@ pub(crate) fn connection_broken(e: &HubError) -> bool {
                 || e.is_unrecoverable_error()
         }
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_told_apart_from_absence() {
+        let auth = HubError::Redis(redis::RedisError::from((
+            redis::ErrorKind::AuthenticationFailed,
+            "bad password",
+        )));
+        assert_eq!(auth.refusal(), Some("authentication failed"));
+        let shard = HubError::Unavailable("127.0.0.1:7000: NOAUTH Authentication required".into());
+        assert_eq!(shard.refusal(), Some("NOAUTH"));
+        let away = HubError::Unavailable("no cluster node answered".into());
+        assert_eq!(away.refusal(), None);
+        assert_eq!(HubError::Closed.refusal(), None);
     }
 }

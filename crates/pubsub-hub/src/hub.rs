@@ -1,128 +1,34 @@
-//! The hub: publishing, the subscription registry, introspection and statistics.
+//! The hub: publishing, the subscription registry, and the public face of introspection
+//! and statistics (computed in the private `introspect` and `stats` modules).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use futures_util::FutureExt;
 
-use redis::aio::{ConnectionLike, ConnectionManagerConfig};
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use serde::Serialize;
 use serde_json::Value;
 
-use crate::cluster::{self, ClusterView, NodeAddr, slot_of, sum_pairs};
+#[cfg(feature = "cluster")]
+use crate::cluster;
+use crate::cluster::slot_of;
 use crate::config::{ConnectionMode, HubConfig};
 use crate::error::{HubError, bounded};
-use crate::link::{Endpoint, Link};
+use crate::history::Batcher;
+use crate::introspect::Asker;
+use crate::links::{self, Link, LinkEnv};
+use crate::locks::{lock, read, write};
 use crate::publisher::{Publisher, ServerPublisher};
-use crate::shard::{self, Resolver};
-use crate::subscription::{Subscription, TargetKind};
+use crate::stats::{ChannelCounts, HubCounters};
+use crate::subscription::{Owner, Released, Subscription, TargetKind};
+use crate::topology::Topology;
 
-/// Lifetime counters shared by the hub, its links and its subscriptions. They only go up,
-/// except through [`PubSubHub::reset_stats`].
-#[derive(Default)]
-pub(crate) struct HubCounters {
-    pub(crate) published_total: AtomicU64,
-    pub(crate) delivered_total: AtomicU64,
-    pub(crate) publish_errors_total: AtomicU64,
-    pub(crate) received_total: AtomicU64,
-    pub(crate) dropped_total: AtomicU64,
-    pub(crate) reconnects_total: AtomicU64,
-    /// Bumped on every observable change (message, status, registry, publish); watchers
-    /// such as the dashboard's push stream wait on `changed`.
-    pub(crate) version: AtomicU64,
-    pub(crate) changed: tokio::sync::Notify,
-    /// Calls of [`PubSubHub::changed`] waiting now. `touch` skips the `Notify` (and the
-    /// lock inside it) when there are none, which is the common case on the hot paths.
-    pub(crate) watchers: AtomicUsize,
-}
-
-impl HubCounters {
-    /// Records that something observable changed and wakes the watchers.
-    ///
-    /// Sequentially consistent with `changed`: a watcher registers, then reads `version`;
-    /// `touch` bumps `version`, then reads `watchers`. Either the watcher sees the new
-    /// version, or `touch` sees the watcher and wakes it.
-    pub(crate) fn touch(&self) {
-        self.version.fetch_add(1, Ordering::SeqCst);
-        if self.watchers.load(Ordering::SeqCst) > 0 {
-            self.changed.notify_waiters();
-        }
-    }
-}
-
-/// Counts one waiting [`PubSubHub::changed`] call for as long as it lives (also when the
-/// call is cancelled).
-struct Watching<'a>(&'a AtomicUsize);
-
-impl<'a> Watching<'a> {
-    fn new(watchers: &'a AtomicUsize) -> Self {
-        watchers.fetch_add(1, Ordering::SeqCst);
-        Watching(watchers)
-    }
-}
-
-impl Drop for Watching<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A snapshot of the hub's counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct Stats {
-    /// PUBLISH and SPUBLISH calls that succeeded.
-    pub published_total: u64,
-    /// Sum of the receiver counts Redis returned for those calls. In a cluster Redis counts
-    /// only the subscribers of the node that took the command, so this is a lower bound.
-    /// In shared mode Redis counts connections, not subscriptions: one shared connection
-    /// serving ten local subscribers of a channel counts once here and ten times in
-    /// `received_total`.
-    pub delivered_total: u64,
-    /// Messages received by this hub's subscriptions (one per subscription per message),
-    /// including subscriptions since removed.
-    pub received_total: u64,
-    /// Subscriptions open now.
-    pub active_subscriptions: u64,
-    /// `PUBSUB NUMPAT`: pattern subscriptions on the whole server, or summed over every
-    /// reachable node of a cluster (patterns are node-local there). 0 when Redis is down or
-    /// when taken from [`PubSubHub::local_stats`].
-    pub pattern_subscriptions: i64,
-    /// Successful publishes per channel, for at most `HubConfig::max_tracked_channels`
-    /// channels.
-    pub channel_published: BTreeMap<String, u64>,
-    /// Publishes to channels beyond that bound.
-    pub channel_published_other: u64,
-    /// PUBLISH calls that failed or timed out.
-    pub publish_errors_total: u64,
-    /// Events dropped for consumers that fell behind.
-    pub dropped_total: u64,
-    /// Recoveries of subscriptions after a connection loss: one per subscription per gap,
-    /// however many of its connections the gap took.
-    pub reconnects_total: u64,
-}
-
-/// What Redis reports about pub/sub, fetched in one round trip (per node, in a cluster).
-///
-/// In a cluster every field is merged over all reachable nodes: channel lists are unions,
-/// counts are sums, because each node only knows the subscribers connected to it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct Introspection {
-    /// `PUBSUB CHANNELS <pattern>`, sorted.
-    pub active_channels: Vec<String>,
-    /// `PUBSUB NUMSUB` for the channels asked about.
-    pub numsub: BTreeMap<String, i64>,
-    /// `PUBSUB NUMPAT`.
-    pub numpat: i64,
-    /// `PUBSUB SHARDCHANNELS <pattern>` (same pattern), sorted; empty before Redis 7.
-    pub shard_channels: Vec<String>,
-    /// `PUBSUB SHARDNUMSUB` for the same channels; empty before Redis 7.
-    pub shard_numsub: BTreeMap<String, i64>,
-}
+// Their definitions live with the code that fills them; the hub is where users meet them.
+pub use crate::introspect::Introspection;
+pub use crate::stats::{MemoryUse, Stats};
 
 /// Publishes JSON or raw bytes and manages named subscribers over one Redis server or a
 /// Redis Cluster.
@@ -133,18 +39,14 @@ pub struct PubSubHub {
     inner: Arc<HubInner>,
 }
 
-pub(crate) struct HubInner {
+struct HubInner {
     /// The server's client, or a client for the first seed node of a cluster.
     client: redis::Client,
     config: Arc<HubConfig>,
     /// The connection for PUBLISH and PUBSUB; taken on shutdown so no socket lingers.
     publisher: ArcSwapOption<Publisher>,
-    /// Where plain links connect: the server, or any node of the cluster.
-    endpoint: Endpoint,
-    /// Where shard links subscribe each channel.
-    shard_resolver: Arc<Resolver>,
-    /// The cluster topology (`None` on a single server); introspection asks every node.
-    cluster: Option<Arc<ClusterView>>,
+    /// Where the links connect: the server, or the cluster's nodes.
+    topology: Arc<Topology>,
     registry: Mutex<Registry>,
     counters: Arc<HubCounters>,
     channel_published: RwLock<ChannelCounts>,
@@ -157,6 +59,12 @@ pub(crate) struct HubInner {
     closed: AtomicBool,
     /// Woken whenever a `subscribe` call leaves `Registry::pending`; `shutdown` waits on it.
     pending_done: tokio::sync::Notify,
+    /// Releases of closed subscriptions still under way (their closers may have gone
+    /// away); `close_all` and `shutdown` wait for them.
+    retiring: Mutex<Retiring>,
+    /// The queues that batch concurrent durable publishes of a channel (see the history
+    /// module's docs).
+    batcher: Batcher,
 }
 
 #[derive(Default)]
@@ -166,50 +74,64 @@ struct Registry {
     pending: HashSet<String>,
 }
 
-/// Publishes per channel. Read-mostly: a publish to a known channel takes the read lock
-/// and bumps an atomic, so concurrent publishers do not serialize on it.
-#[derive(Default)]
-struct ChannelCounts {
-    by_channel: HashMap<String, AtomicU64>,
-    other: AtomicU64,
+/// The publishing connection's connection and response time-outs: the hub's.
+fn publisher_timeouts(config: &HubConfig) -> (Duration, Duration) {
+    (config.connect_timeout, config.command_timeout)
 }
 
 impl PubSubHub {
     /// Connects to Redis with the default configuration and the given ring-buffer size
     /// (the guide's constructor). Fails if Redis cannot be reached.
+    ///
+    /// # Cancel safety
+    /// As [`PubSubHub::with_config`]: a dropped future leaves nothing behind.
     pub async fn new(client: redis::Client, buffer_size: usize) -> Result<Self, HubError> {
         Self::with_config(client, HubConfig::default().with_buffer_size(buffer_size)).await
     }
 
-    /// Connects to Redis with a full configuration. Fails if Redis cannot be reached within
-    /// the connect and command time-outs.
+    /// Connects to Redis with a full configuration. Fails with [`HubError::InvalidConfig`]
+    /// if [`HubConfig::validate`] refuses it (before anything is opened), and if Redis
+    /// cannot be reached within the connect and command time-outs.
+    ///
+    /// # Cancel safety
+    /// Nothing is started until the hub is returned: a dropped future leaves at most a
+    /// publishing connection being opened, which is closed with it.
     pub async fn with_config(client: redis::Client, config: HubConfig) -> Result<Self, HubError> {
-        let cm_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(config.reconnect_max);
+        config.validate()?;
         let publisher = bounded(
             "connect",
             config.connect_timeout + config.command_timeout,
-            ServerPublisher::connect(client.clone(), cm_config),
+            ServerPublisher::connect(client.clone(), publisher_timeouts(&config)),
         )
         .await?;
-        let info = client.get_connection_info();
-        let shard_resolver = Resolver::Server {
-            client: redis::Client::open(cluster::info_for(info, None, true)?)?,
-            addr: NodeAddr::of(info).unwrap_or_else(|| NodeAddr {
-                host: "local".into(),
-                port: 0,
-            }),
-        };
+        let topology = Topology::server(client.clone())?;
         Ok(Self::assemble(
-            client.clone(),
+            client,
             config,
             Publisher::Server(publisher),
-            Endpoint::Server(client),
-            shard_resolver,
-            None,
+            topology,
+        ))
+    }
+
+    /// Like [`PubSubHub::with_config`], but without waiting for Redis: the hub exists at
+    /// once, and its connections are made when they are first needed. Until Redis answers,
+    /// publishing, subscribing and introspection fail as during any outage; afterwards they
+    /// work without a new hub. For a server that must start while its Redis is down (the
+    /// dashboard with an address the user configured).
+    ///
+    /// Fails with [`HubError::InvalidConfig`] if [`HubConfig::validate`] refuses the
+    /// configuration, and on a client redis-rs cannot use; never because Redis is away.
+    /// Must be called within a Tokio runtime (the publishing connection's manager spawns a
+    /// task).
+    pub fn with_config_lazy(client: redis::Client, config: HubConfig) -> Result<Self, HubError> {
+        config.validate()?;
+        let publisher = ServerPublisher::lazy(client.clone(), publisher_timeouts(&config));
+        let topology = Topology::server(client.clone())?;
+        Ok(Self::assemble(
+            client,
+            config,
+            Publisher::Server(publisher),
+            topology,
         ))
     }
 
@@ -219,8 +141,16 @@ impl PubSubHub {
     /// Plain channels and patterns are subscribed on any reachable node (a PUBLISH anywhere
     /// reaches every node over the cluster bus); shard channels on the master owning their
     /// hash slot. Introspection merges the answers of every reachable node. Fails if no node
-    /// answers within the connect and command time-outs.
+    /// answers within the connect and command time-outs, and with
+    /// [`HubError::InvalidConfig`] if [`HubConfig::validate`] refuses the configuration.
+    ///
+    /// # Cancel safety
+    /// A dropped future drops the topology view and the connections opened so far; the
+    /// view's background refresh ends by itself once the view is gone.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub async fn cluster(nodes: Vec<String>, config: HubConfig) -> Result<Self, HubError> {
+        config.validate()?;
         let infos = nodes
             .iter()
             .map(|n| redis::IntoConnectionInfo::into_connection_info(n.as_str()))
@@ -245,10 +175,11 @@ impl PubSubHub {
         Ok(Self::assemble(
             client,
             config,
-            Publisher::Cluster(publisher),
-            Endpoint::Cluster(Arc::clone(&view)),
-            Resolver::Cluster(Arc::clone(&view)),
-            Some(view),
+            Publisher::Cluster {
+                conn: publisher,
+                view: Arc::clone(&view),
+            },
+            Topology::Cluster(view),
         ))
     }
 
@@ -256,53 +187,39 @@ impl PubSubHub {
         client: redis::Client,
         config: HubConfig,
         publisher: Publisher,
-        endpoint: Endpoint,
-        shard_resolver: Resolver,
-        cluster: Option<Arc<ClusterView>>,
+        topology: Topology,
     ) -> PubSubHub {
-        let config = Arc::new(config);
-        let counters = Arc::new(HubCounters::default());
-        let shard_resolver = Arc::new(shard_resolver);
         let shared = match config.mode {
-            ConnectionMode::Shared { connections } => connections.max(1),
+            ConnectionMode::Shared { connections } => connections,
             _ => 0,
         };
+        let env = LinkEnv {
+            topology: Arc::new(topology),
+            config: Arc::new(config),
+            counters: Arc::new(HubCounters::default()),
+        };
         let shared_links = (0..shared)
-            .map(|_| {
-                Link::spawn(
-                    endpoint.clone(),
-                    Arc::clone(&config),
-                    Arc::clone(&counters),
-                    false,
-                )
-            })
+            .map(|_| links::spawn(&env, TargetKind::Channel, false))
             .collect();
         let shared_shard_links = (0..shared)
-            .map(|_| {
-                shard::spawn(
-                    Arc::clone(&shard_resolver),
-                    Arc::clone(&config),
-                    Arc::clone(&counters),
-                    false,
-                )
-            })
+            .map(|_| links::spawn(&env, TargetKind::Shard, false))
             .collect();
         PubSubHub {
             inner: Arc::new(HubInner {
                 client,
-                config,
+                config: env.config,
                 publisher: ArcSwapOption::from_pointee(publisher),
-                endpoint,
-                shard_resolver,
-                cluster,
+                topology: env.topology,
                 registry: Mutex::new(Registry::default()),
-                counters,
+                counters: env.counters,
                 channel_published: RwLock::new(ChannelCounts::default()),
                 shared_links,
                 shared_shard_links,
                 next_sub_id: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
                 pending_done: tokio::sync::Notify::new(),
+                retiring: Mutex::new(Retiring::default()),
+                batcher: Batcher::default(),
             }),
         }
     }
@@ -322,19 +239,31 @@ impl PubSubHub {
         &self.inner.client
     }
 
-    /// True for a hub made with [`PubSubHub::cluster`].
+    /// True for a hub made with `PubSubHub::cluster` (never without the `cluster` feature).
     pub fn is_cluster(&self) -> bool {
-        self.inner.cluster.is_some()
+        self.inner.topology.is_cluster()
     }
 
     /// JSON-encodes `message` and PUBLISHes it; returns how many subscribers Redis delivered
     /// it to. Fails within `command_timeout` when Redis is down or stalled.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the hub as it was: nothing is counted (neither published
+    /// nor failed), and the connection stays usable for the next call. The command may or
+    /// may not have reached Redis by then, so the message may or may not have been sent,
+    /// as with any request whose answer is not awaited.
     pub async fn publish(&self, channel: &str, message: &Value) -> Result<i64, HubError> {
         let payload = serde_json::to_vec(message).unwrap_or_else(|_| b"null".to_vec());
         self.publish_bytes(channel, &payload).await
     }
 
     /// PUBLISHes `payload` byte for byte; returns Redis' delivered count.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the hub as it was: nothing is counted (neither published
+    /// nor failed), and the connection stays usable for the next call. The command may or
+    /// may not have reached Redis by then, so the message may or may not have been sent,
+    /// as with any request whose answer is not awaited.
     #[tracing::instrument(level = "debug", name = "publish", skip_all, fields(channel = channel, bytes = payload.len()))]
     pub async fn publish_bytes(&self, channel: &str, payload: &[u8]) -> Result<i64, HubError> {
         self.send_publish("PUBLISH", channel, payload).await
@@ -344,12 +273,24 @@ impl PubSubHub {
     /// [`PubSubHub::ssubscribe`] subscribers receive it, not channel or pattern ones. In a
     /// cluster it goes to the master owning the channel's slot. Returns Redis' delivered
     /// count.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the hub as it was: nothing is counted (neither published
+    /// nor failed), and the connection stays usable for the next call. The command may or
+    /// may not have reached Redis by then, so the message may or may not have been sent,
+    /// as with any request whose answer is not awaited.
     pub async fn spublish(&self, channel: &str, message: &Value) -> Result<i64, HubError> {
         let payload = serde_json::to_vec(message).unwrap_or_else(|_| b"null".to_vec());
         self.spublish_bytes(channel, &payload).await
     }
 
     /// SPUBLISHes `payload` byte for byte; returns Redis' delivered count.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the hub as it was: nothing is counted (neither published
+    /// nor failed), and the connection stays usable for the next call. The command may or
+    /// may not have reached Redis by then, so the message may or may not have been sent,
+    /// as with any request whose answer is not awaited.
     #[tracing::instrument(level = "debug", name = "spublish", skip_all, fields(channel = channel, bytes = payload.len()))]
     pub async fn spublish_bytes(&self, channel: &str, payload: &[u8]) -> Result<i64, HubError> {
         self.send_publish("SPUBLISH", channel, payload).await
@@ -361,41 +302,13 @@ impl PubSubHub {
         channel: &str,
         payload: &[u8],
     ) -> Result<i64, HubError> {
-        let conn = self.publisher()?;
-        let timeout = self.inner.config.command_timeout;
-        let mut cmd = redis::cmd(command);
-        cmd.arg(channel).arg(payload);
-        let result: Result<i64, HubError> = match (&*conn, &self.inner.cluster) {
-            // SPUBLISH goes to the master our view names. redis-rs's own slot map can stay
-            // stale after a graceful failover: the demoted master, now a replica, still
-            // takes SPUBLISH (and relays it within its shard) without a MOVED, but Redis
-            // then counts only that replica's subscribers.
-            (Publisher::Cluster(cluster), Some(view)) if command == "SPUBLISH" => {
-                match view.owner(slot_of(channel.as_bytes())) {
-                    Some(addr) => {
-                        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                            host: addr.host,
-                            port: addr.port,
-                        });
-                        let mut cluster = cluster.clone();
-                        bounded(command, timeout, async {
-                            let value = cluster.route_command(cmd, route).await?;
-                            Ok(redis::from_redis_value(value)?)
-                        })
-                        .await
-                    }
-                    None => bounded(command, timeout, conn.query(&cmd)).await,
-                }
-            }
-            _ => bounded(command, timeout, conn.query(&cmd)).await,
-        };
+        let result = (self.publisher()?)
+            .publish(command, channel, payload, self.inner.config.command_timeout)
+            .await;
         let counters = &self.inner.counters;
         match result {
             Ok(delivered) => {
-                counters.published_total.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .delivered_total
-                    .fetch_add(delivered.max(0) as u64, Ordering::Relaxed);
+                counters.record_publish(delivered);
                 self.count_channel(channel);
                 counters.touch();
                 Ok(delivered)
@@ -404,6 +317,8 @@ impl PubSubHub {
                 counters
                     .publish_errors_total
                     .fetch_add(1, Ordering::Relaxed);
+                // A counter the stats show moved: watchers of the version must see it.
+                counters.touch();
                 tracing::debug!(error = %e, "publish failed");
                 Err(e)
             }
@@ -413,37 +328,34 @@ impl PubSubHub {
     fn count_channel(&self, channel: &str) {
         let counts = &self.inner.channel_published;
         let max = self.inner.config.max_tracked_channels;
-        {
-            let known = read(counts);
-            if let Some(n) = known.by_channel.get(channel) {
-                n.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            if known.by_channel.len() >= max {
-                known.other.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        }
-        // A new channel with room left: the write side, checked again.
-        let mut counts = write(counts);
-        let counts = &mut *counts;
-        if let Some(n) = counts.by_channel.get(channel) {
-            n.fetch_add(1, Ordering::Relaxed);
-        } else if counts.by_channel.len() < max {
-            counts
-                .by_channel
-                .insert(channel.to_owned(), AtomicU64::new(1));
-        } else {
-            counts.other.fetch_add(1, Ordering::Relaxed);
+        if !read(counts).count_known(channel, max) {
+            // A new channel with room left: the write side, checked again.
+            write(counts).add(channel, max);
         }
     }
 
-    fn publisher(&self) -> Result<Arc<Publisher>, HubError> {
+    pub(crate) fn batcher(&self) -> &Batcher {
+        &self.inner.batcher
+    }
+
+    pub(crate) fn publisher(&self) -> Result<Arc<Publisher>, HubError> {
         self.inner.publisher.load_full().ok_or(HubError::Closed)
+    }
+
+    /// Introspection through the publishing connection, bounded by `command_timeout`.
+    fn asker(&self) -> Result<Asker, HubError> {
+        Ok(Asker {
+            publisher: self.publisher()?,
+            timeout: self.inner.config.command_timeout,
+        })
     }
 
     /// Creates subscriber `name` on exact `channels` (`SUBSCRIBE`). Returns once Redis has
     /// confirmed every channel, so anything published afterwards is delivered.
+    ///
+    /// # Cancel safety
+    /// As [`PubSubHub::subscribe_kind`]: a dropped future leaves the hub as if the call
+    /// never happened.
     pub async fn subscribe(
         &self,
         name: &str,
@@ -454,6 +366,10 @@ impl PubSubHub {
     }
 
     /// Creates subscriber `name` on glob `patterns` (`PSUBSCRIBE`).
+    ///
+    /// # Cancel safety
+    /// As [`PubSubHub::subscribe_kind`]: a dropped future leaves the hub as if the call
+    /// never happened.
     pub async fn psubscribe(
         &self,
         name: &str,
@@ -466,6 +382,10 @@ impl PubSubHub {
     /// Creates subscriber `name` on shard `channels` (`SSUBSCRIBE`, Redis 7+). The channels
     /// may hash to different slots, and in a cluster live on different masters: each is
     /// subscribed on its owner. Returns once every channel is confirmed.
+    ///
+    /// # Cancel safety
+    /// As [`PubSubHub::subscribe_kind`]: a dropped future leaves the hub as if the call
+    /// never happened.
     pub async fn ssubscribe(
         &self,
         name: &str,
@@ -477,6 +397,14 @@ impl PubSubHub {
     /// Creates subscriber `name` of the given kind. Duplicate targets are ignored; an empty
     /// name, no targets, an empty target, a name in use or a full hub is an error, and so
     /// is Redis being unreachable.
+    ///
+    /// # Cancel safety
+    /// A dropped future leaves the hub as if the call never happened: the name is free
+    /// again at once, nothing is registered or counted, and the links are told to release
+    /// whatever they subscribed for it (links handle commands in order, so the release
+    /// follows the subscribe even if that is still in flight; `close_all` and `shutdown`
+    /// wait for it). The same holds for [`PubSubHub::subscribe`], [`PubSubHub::psubscribe`]
+    /// and [`PubSubHub::ssubscribe`].
     #[tracing::instrument(level = "debug", name = "subscribe", skip_all, fields(name = name, kind = kind.as_str(), targets = targets.len()))]
     pub async fn subscribe_kind(
         &self,
@@ -501,24 +429,34 @@ impl PubSubHub {
             .filter(|t| seen.insert(t.clone()))
             .collect();
         self.reserve(name)?;
-        let result = match self.open(name, kind, targets).await {
+        let mut opening = Opening {
+            inner: &self.inner,
+            name,
+            sub: None,
+            registered: false,
+        };
+        let (sub, groups) = self.prepare(name, kind, targets);
+        opening.sub = Some(Arc::clone(&sub));
+        let attaches = groups
+            .into_iter()
+            .map(|(link, t)| {
+                let sub = Arc::clone(&sub);
+                async move { link.attach(sub, t).await }
+            })
+            .collect::<Vec<_>>();
+        let results = futures_util::future::join_all(attaches).await;
+        if let Some(err) = results.into_iter().find_map(Result::err) {
+            sub.close_links().await;
+            return Err(err);
+        }
+        if opening.register() {
+            Ok(sub)
+        } else {
             // `shutdown` began meanwhile: it waits for this call, but will not see the
             // subscription, so it is closed here.
-            Ok(sub) if self.inner.closed.load(Ordering::Acquire) => {
-                sub.close_links().await;
-                Err(HubError::Closed)
-            }
-            result => result,
-        };
-        let mut registry = lock(&self.inner.registry);
-        registry.pending.remove(name);
-        if let Ok(sub) = &result {
-            registry.subs.insert(name.to_owned(), Arc::clone(sub));
+            sub.close_links().await;
+            Err(HubError::Closed)
         }
-        drop(registry);
-        self.inner.pending_done.notify_waiters();
-        self.inner.counters.touch();
-        result
     }
 
     fn reserve(&self, name: &str) -> Result<(), HubError> {
@@ -540,12 +478,14 @@ impl PubSubHub {
         Ok(())
     }
 
-    async fn open(
+    /// Makes the subscription and picks (or starts) its links; the targets grouped by
+    /// link. Nothing here waits, so a subscribe call cannot be dropped half-way through it.
+    fn prepare(
         &self,
         name: &str,
         kind: TargetKind,
         targets: Vec<String>,
-    ) -> Result<Arc<Subscription>, HubError> {
+    ) -> (Arc<Subscription>, Vec<LinkTargets>) {
         let inner = &self.inner;
         let sub = Arc::new(Subscription::new(
             inner.next_sub_id.fetch_add(1, Ordering::Relaxed),
@@ -553,67 +493,29 @@ impl PubSubHub {
             targets.clone(),
             kind,
             &inner.config,
-            Arc::downgrade(inner),
+            Arc::downgrade(inner) as std::sync::Weak<dyn Owner>,
             Arc::clone(&inner.counters),
         ));
-        let groups: Vec<(Arc<Link>, Vec<String>)> = match kind {
-            TargetKind::Shard if inner.shared_shard_links.is_empty() => {
-                let link = shard::spawn(
-                    Arc::clone(&inner.shard_resolver),
-                    Arc::clone(&inner.config),
-                    Arc::clone(&inner.counters),
-                    true,
-                );
-                vec![(link, targets)]
+        let shared = match kind {
+            TargetKind::Shard => &inner.shared_shard_links,
+            _ => &inner.shared_links,
+        };
+        let groups: Vec<LinkTargets> = if shared.is_empty() {
+            // Dedicated mode: links of its own, which end with it.
+            vec![(links::spawn(&inner.link_env(), kind, true), targets)]
+        } else {
+            let mut by_link: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+            for target in targets {
+                let i = shared_link_of(kind, &target, shared.len());
+                by_link.entry(i).or_default().push(target);
             }
-            TargetKind::Shard => {
-                // By slot, so that one slot's channels share a link.
-                let links = &inner.shared_shard_links;
-                let mut by_link: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-                for target in targets {
-                    let i = usize::from(slot_of(target.as_bytes())) % links.len();
-                    by_link.entry(i).or_default().push(target);
-                }
-                by_link
-                    .into_iter()
-                    .map(|(i, t)| (Arc::clone(&links[i]), t))
-                    .collect()
-            }
-            _ if inner.shared_links.is_empty() => {
-                let link = Link::spawn(
-                    inner.endpoint.clone(),
-                    Arc::clone(&inner.config),
-                    Arc::clone(&inner.counters),
-                    true,
-                );
-                vec![(link, targets)]
-            }
-            _ => {
-                let mut by_link: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-                for target in targets {
-                    let i = shard_of(kind, &target, inner.shared_links.len());
-                    by_link.entry(i).or_default().push(target);
-                }
-                by_link
-                    .into_iter()
-                    .map(|(i, t)| (Arc::clone(&inner.shared_links[i]), t))
-                    .collect()
-            }
+            by_link
+                .into_iter()
+                .map(|(i, t)| (Arc::clone(&shared[i]), t))
+                .collect()
         };
         sub.set_links(groups.iter().map(|(l, _)| Arc::clone(l)).collect());
-        let attaches = groups
-            .into_iter()
-            .map(|(link, t)| {
-                let sub = Arc::clone(&sub);
-                async move { link.attach(sub, t).await }
-            })
-            .collect::<Vec<_>>();
-        let results = futures_util::future::join_all(attaches).await;
-        if let Some(err) = results.into_iter().find_map(Result::err) {
-            sub.close_links().await;
-            return Err(err);
-        }
-        Ok(sub)
+        (sub, groups)
     }
 
     /// All subscriptions, sorted by name.
@@ -628,12 +530,19 @@ impl PubSubHub {
 
     /// Closes and removes subscriber `name`; `false` if there was none. Redis has released
     /// its targets when this returns.
+    ///
+    /// # Cancel safety
+    /// Everything but the wait happens at the first poll (the name is freed, consumers
+    /// ended, the links told to release): a future dropped afterwards leaves the hub as if
+    /// the call completed, with the release finishing in the links' tasks. A future dropped
+    /// before its first poll does nothing.
     pub async fn unsubscribe(&self, name: &str) -> bool {
         let sub = lock(&self.inner.registry).subs.remove(name);
         match sub {
             Some(sub) => {
-                sub.close_links().await;
+                let released = sub.begin_close();
                 self.inner.counters.touch();
+                released.await;
                 true
             }
             None => false,
@@ -642,26 +551,35 @@ impl PubSubHub {
 
     /// Closes every subscription and every connection of this hub. Later calls fail with
     /// [`HubError::Closed`]. Returns when no connection of the hub is left open.
+    ///
+    /// # Cancel safety
+    /// Everything but the waiting happens at the first poll: the hub is marked closed,
+    /// every subscription is closed, the shared links and the publishing connection are let
+    /// go. A future dropped afterwards leaves the rest (subscribe calls in flight, releases
+    /// on Redis, link tasks ending) to finish by itself; calling `shutdown` again waits for
+    /// it.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        self.wait_pending_subscribes().await;
-        self.close_all().await;
-        for link in self
+        let released = self.begin_close_all();
+        let exits: Vec<_> = self
             .inner
             .shared_links
             .iter()
             .chain(&self.inner.shared_shard_links)
-        {
-            link.shutdown().await;
-        }
+            .map(|link| link.request_shutdown())
+            .collect();
         self.inner.publisher.store(None);
-        if let Some(view) = &self.inner.cluster {
-            view.close();
+        self.inner.topology.close();
+        self.wait_pending_subscribes().await;
+        released.await;
+        self.wait_retiring().await;
+        for exit in exits {
+            let _ = exit.await;
         }
     }
 
     /// Waits until no `subscribe` call is in flight (each is bounded by the time-outs, and
-    /// so is this wait), so that none can register a subscription after `close_all`.
+    /// so is this wait), so that none can leave a connection open after `shutdown`.
     async fn wait_pending_subscribes(&self) {
         let config = &self.inner.config;
         let bound = config.connect_timeout + config.command_timeout * 2;
@@ -679,170 +597,123 @@ impl PubSubHub {
         }
     }
 
+    /// Waits for the releases of subscriptions closed by callers that did not wait.
+    /// Each release is bounded by the links' time-outs.
+    async fn wait_retiring(&self) {
+        let releases: Vec<Released> = lock(&self.inner.retiring).releases.clone();
+        futures_util::future::join_all(releases).await;
+        lock(&self.inner.retiring).prune();
+    }
+
     /// Closes every subscription but keeps the hub usable (the dashboard's reset).
+    ///
+    /// # Cancel safety
+    /// Everything but the wait happens at the first poll: every subscription is removed
+    /// and closed, and its links told to release it. A future dropped afterwards leaves the
+    /// hub as if the call completed, with the releases finishing in the links' tasks.
     pub async fn close_all(&self) {
+        self.begin_close_all().await;
+        self.wait_retiring().await;
+    }
+
+    /// Removes and closes every subscription now; the future of their releases.
+    fn begin_close_all(&self) -> impl std::future::Future<Output = ()> + use<> {
         let subs: Vec<Arc<Subscription>> = std::mem::take(&mut lock(&self.inner.registry).subs)
             .into_values()
             .collect();
-        futures_util::future::join_all(subs.iter().map(|s| s.close_links())).await;
+        let released: Vec<Released> = subs.iter().map(|s| s.begin_close()).collect();
         self.inner.counters.touch();
+        futures_util::future::join_all(released).map(drop)
     }
 
     /// `PUBSUB CHANNELS pattern`: channels with at least one exact subscriber, sorted (in a
     /// cluster, the union over all reachable nodes).
+    ///
+    /// # Cancel safety
+    /// Read-only: a dropped future changes nothing, and leaves every connection usable (an
+    /// answer that arrives for it is discarded).
     pub async fn active_channels(&self, pattern: &str) -> Result<Vec<String>, HubError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("PUBSUB").arg("CHANNELS").arg(pattern);
-        let mut names = BTreeSet::new();
-        for mut replies in self.ask("PUBSUB CHANNELS", &pipe, 1).await? {
-            add_names(&mut names, take(&mut replies, 0))?;
-        }
-        Ok(names.into_iter().collect())
+        (self.asker()?)
+            .names("CHANNELS", "PUBSUB CHANNELS", pattern)
+            .await
     }
 
     /// `PUBSUB NUMSUB`: exact subscribers per channel (in a cluster, summed over all
     /// reachable nodes).
+    ///
+    /// # Cancel safety
+    /// Read-only: a dropped future changes nothing, and leaves every connection usable (an
+    /// answer that arrives for it is discarded).
     pub async fn channel_subscriber_counts(
         &self,
         channels: &[String],
     ) -> Result<BTreeMap<String, i64>, HubError> {
-        self.counts("NUMSUB", "PUBSUB NUMSUB", channels).await
+        (self.asker()?)
+            .counts("NUMSUB", "PUBSUB NUMSUB", channels)
+            .await
     }
 
     /// `PUBSUB NUMPAT`: pattern subscriptions on the whole server. In a cluster pattern
     /// subscriptions are node-local, so this is the sum over all reachable nodes (every
     /// pattern a client subscribed, wherever it is connected).
+    ///
+    /// # Cancel safety
+    /// Read-only: a dropped future changes nothing, and leaves every connection usable (an
+    /// answer that arrives for it is discarded).
     pub async fn pattern_subscriber_count(&self) -> Result<i64, HubError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("PUBSUB").arg("NUMPAT");
-        let mut total = 0;
-        for mut replies in self.ask("PUBSUB NUMPAT", &pipe, 1).await? {
-            total += int(take(&mut replies, 0))?;
-        }
-        Ok(total)
+        self.asker()?.numpat().await
     }
 
     /// `PUBSUB SHARDCHANNELS pattern` (Redis 7+): shard channels with at least one
     /// subscriber, sorted (in a cluster, the union over all reachable nodes, replicas
     /// included, since a shard channel may be subscribed on a replica of its master).
+    ///
+    /// # Cancel safety
+    /// Read-only: a dropped future changes nothing, and leaves every connection usable (an
+    /// answer that arrives for it is discarded).
     pub async fn shard_channels(&self, pattern: &str) -> Result<Vec<String>, HubError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("PUBSUB").arg("SHARDCHANNELS").arg(pattern);
-        let mut names = BTreeSet::new();
-        for mut replies in self.ask("PUBSUB SHARDCHANNELS", &pipe, 1).await? {
-            add_names(&mut names, take(&mut replies, 0))?;
-        }
-        Ok(names.into_iter().collect())
+        (self.asker()?)
+            .names("SHARDCHANNELS", "PUBSUB SHARDCHANNELS", pattern)
+            .await
     }
 
     /// `PUBSUB SHARDNUMSUB` (Redis 7+): subscribers per shard channel (in a cluster, summed
     /// over all reachable nodes).
+    ///
+    /// # Cancel safety
+    /// Read-only: a dropped future changes nothing, and leaves every connection usable (an
+    /// answer that arrives for it is discarded).
     pub async fn shard_subscriber_counts(
         &self,
         channels: &[String],
     ) -> Result<BTreeMap<String, i64>, HubError> {
-        self.counts("SHARDNUMSUB", "PUBSUB SHARDNUMSUB", channels)
+        (self.asker()?)
+            .counts("SHARDNUMSUB", "PUBSUB SHARDNUMSUB", channels)
             .await
-    }
-
-    async fn counts(
-        &self,
-        subcommand: &str,
-        operation: &'static str,
-        channels: &[String],
-    ) -> Result<BTreeMap<String, i64>, HubError> {
-        if channels.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let mut pipe = redis::pipe();
-        pipe.cmd("PUBSUB").arg(subcommand).arg(channels);
-        let mut out = BTreeMap::new();
-        for mut replies in self.ask(operation, &pipe, 1).await? {
-            sum_pairs(&mut out, array(take(&mut replies, 0))?)?;
-        }
-        Ok(out)
     }
 
     /// `PUBSUB CHANNELS`, `NUMSUB`, `NUMPAT`, `SHARDCHANNELS` (same pattern) and
     /// `SHARDNUMSUB` (same channels) in one pipelined round trip, to every reachable node
     /// at once in a cluster. The shard fields stay empty on servers older than Redis 7.
+    ///
+    /// # Cancel safety
+    /// Read-only: a dropped future changes nothing, and leaves every connection usable (an
+    /// answer that arrives for it is discarded).
     pub async fn introspect(
         &self,
         channels_pattern: &str,
         numsub_channels: &[String],
     ) -> Result<Introspection, HubError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("PUBSUB").arg("CHANNELS").arg(channels_pattern);
-        pipe.cmd("PUBSUB").arg("NUMSUB").arg(numsub_channels);
-        pipe.cmd("PUBSUB").arg("NUMPAT");
-        pipe.cmd("PUBSUB")
-            .arg("SHARDCHANNELS")
-            .arg(channels_pattern);
-        pipe.cmd("PUBSUB").arg("SHARDNUMSUB").arg(numsub_channels);
-        let mut channels = BTreeSet::new();
-        let mut shard_channels = BTreeSet::new();
-        let mut out = Introspection::default();
-        for mut replies in self.ask("PUBSUB", &pipe, 5).await? {
-            add_names(&mut channels, take(&mut replies, 0))?;
-            sum_pairs(&mut out.numsub, array(take(&mut replies, 1))?)?;
-            out.numpat += int(take(&mut replies, 2))?;
-            // Servers before Redis 7 answer "unknown subcommand": no shard channels there.
-            if !matches!(replies[3], redis::Value::ServerError(_)) {
-                add_names(&mut shard_channels, take(&mut replies, 3))?;
-            }
-            if !matches!(replies[4], redis::Value::ServerError(_)) {
-                sum_pairs(&mut out.shard_numsub, array(take(&mut replies, 4))?)?;
-            }
-        }
-        out.active_channels = channels.into_iter().collect();
-        out.shard_channels = shard_channels.into_iter().collect();
-        Ok(out)
-    }
-
-    /// Runs `pipe` (`count` commands) on the server, or on every reachable node of the
-    /// cluster at once; one list of replies per node, server errors included as values.
-    /// Bounded by `command_timeout` as a whole.
-    async fn ask(
-        &self,
-        operation: &'static str,
-        pipe: &redis::Pipeline,
-        count: usize,
-    ) -> Result<Vec<Vec<redis::Value>>, HubError> {
-        let timeout = self.inner.config.command_timeout;
-        let publisher = self.publisher()?;
-        let replies = match (&self.inner.cluster, &*publisher) {
-            (Some(view), _) => {
-                match tokio::time::timeout(timeout, view.on_every_node(operation, pipe, count))
-                    .await
-                {
-                    Ok(result) => result?.into_iter().map(|(_, v)| v).collect(),
-                    Err(_) => {
-                        return Err(HubError::Timeout {
-                            operation,
-                            after: timeout,
-                        });
-                    }
-                }
-            }
-            (None, Publisher::Server(server)) => {
-                let call = server
-                    .run(|mut conn| async move { conn.req_packed_commands(pipe, 0, count).await });
-                vec![bounded(operation, timeout, call).await?]
-            }
-            (None, Publisher::Cluster(_)) => {
-                unreachable!("a cluster publisher always comes with a cluster view")
-            }
-        };
-        if replies.iter().any(|r| r.len() != count) {
-            return Err(HubError::Redis(redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "wrong number of replies to a PUBSUB pipeline",
-            ))));
-        }
-        Ok(replies)
+        (self.asker()?)
+            .introspect(channels_pattern, numsub_channels)
+            .await
     }
 
     /// The counters plus `PUBSUB NUMPAT` (0 if Redis does not answer), as in the guide.
+    ///
+    /// # Cancel safety
+    /// Read-only: a dropped future changes nothing, and leaves every connection usable (an
+    /// answer that arrives for it is discarded).
     pub async fn stats(&self) -> Stats {
         let mut stats = self.local_stats();
         stats.pattern_subscriptions = self.pattern_subscriber_count().await.unwrap_or(0);
@@ -851,39 +722,14 @@ impl PubSubHub {
 
     /// The counters only, without asking Redis.
     pub fn local_stats(&self) -> Stats {
-        let c = &self.inner.counters;
-        let counts = read(&self.inner.channel_published);
-        Stats {
-            published_total: c.published_total.load(Ordering::Relaxed),
-            delivered_total: c.delivered_total.load(Ordering::Relaxed),
-            received_total: c.received_total.load(Ordering::Relaxed),
-            active_subscriptions: lock(&self.inner.registry).subs.len() as u64,
-            pattern_subscriptions: 0,
-            channel_published: counts
-                .by_channel
-                .iter()
-                .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
-                .collect(),
-            channel_published_other: counts.other.load(Ordering::Relaxed),
-            publish_errors_total: c.publish_errors_total.load(Ordering::Relaxed),
-            dropped_total: c.dropped_total.load(Ordering::Relaxed),
-            reconnects_total: c.reconnects_total.load(Ordering::Relaxed),
-        }
+        let active = lock(&self.inner.registry).subs.len() as u64;
+        (self.inner.counters).snapshot(active, &read(&self.inner.channel_published))
     }
 
     /// Zeroes the hub's counters (per-subscription counters are kept).
     pub fn reset_stats(&self) {
         let c = &self.inner.counters;
-        for counter in [
-            &c.published_total,
-            &c.delivered_total,
-            &c.publish_errors_total,
-            &c.received_total,
-            &c.dropped_total,
-            &c.reconnects_total,
-        ] {
-            counter.store(0, Ordering::Relaxed);
-        }
+        c.reset();
         *write(&self.inner.channel_published) = ChannelCounts::default();
         c.touch();
     }
@@ -891,24 +737,23 @@ impl PubSubHub {
     /// A number that grows whenever something observable changes: a message received, a
     /// subscription added or removed, a status change, a publish.
     pub fn version(&self) -> u64 {
-        self.inner.counters.version.load(Ordering::Acquire)
+        self.inner.counters.version()
     }
 
     /// Waits until [`PubSubHub::version`] exceeds `since` and returns the new version.
     /// Cheap to call in a loop; use it to push updates instead of polling.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only waits. A dropped future stops counting as a watcher; nothing
+    /// is missed, since the version it compares with only grows.
     pub async fn changed(&self, since: u64) -> u64 {
-        let counters = &self.inner.counters;
-        let _watching = Watching::new(&counters.watchers);
-        loop {
-            let notified = counters.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let now = counters.version.load(Ordering::SeqCst);
-            if now > since {
-                return now;
-            }
-            notified.await;
-        }
+        self.inner.counters.changed(since).await
+    }
+
+    /// Payload bytes this hub holds right now, by holder: what the bounds of
+    /// [`HubConfig`] limit, measured.
+    pub fn memory(&self) -> MemoryUse {
+        self.inner.counters.memory()
     }
 
     /// Subscriber connections this hub holds to Redis right now (live ones only). A shard
@@ -954,8 +799,18 @@ impl PubSubHub {
 }
 
 impl HubInner {
-    /// Removes `sub` from the registry if it is the one registered under its name.
-    pub(crate) fn forget(&self, sub: &Subscription) {
+    /// What a new link task starts with.
+    fn link_env(&self) -> LinkEnv {
+        LinkEnv {
+            topology: Arc::clone(&self.topology),
+            config: Arc::clone(&self.config),
+            counters: Arc::clone(&self.counters),
+        }
+    }
+}
+
+impl Owner for HubInner {
+    fn forget(&self, sub: &Subscription) {
         let mut registry = lock(&self.registry);
         if registry
             .subs
@@ -966,6 +821,100 @@ impl HubInner {
         }
         drop(registry);
         self.counters.touch();
+    }
+
+    /// `close_all` and `shutdown` wait for what is kept here.
+    fn retire(&self, released: Released) {
+        lock(&self.retiring).add(released);
+    }
+}
+
+/// Releases of closed subscriptions still under way, which `close_all` and `shutdown`
+/// wait for. Finished ones are dropped whenever the list has doubled since it was last
+/// pruned (and at each wait), so closing n subscriptions polls releases O(n) times in all;
+/// pruning on every close polled the whole list each time, O(n²): closing 10,000
+/// subscriptions cost seconds of CPU. The list holds at most twice the unfinished releases,
+/// plus [`Retiring::MIN_PRUNE`].
+#[derive(Default)]
+struct Retiring {
+    releases: Vec<Released>,
+    /// The length at which the next addition prunes first.
+    prune_at: usize,
+}
+
+impl Retiring {
+    /// The least length at which the list is pruned.
+    const MIN_PRUNE: usize = 64;
+
+    fn add(&mut self, released: Released) {
+        if is_done(&released) {
+            return;
+        }
+        if self.releases.len() >= self.prune_at {
+            self.prune();
+        }
+        self.releases.push(released);
+    }
+
+    fn prune(&mut self) {
+        self.releases.retain(|r| !is_done(r));
+        self.prune_at = (self.releases.len() * 2).max(Self::MIN_PRUNE);
+    }
+}
+
+/// Whether a release is over. Polls it once without waiting, so a release no caller
+/// awaits (its closer went away) is still seen to end once its links have answered.
+fn is_done(released: &Released) -> bool {
+    released.peek().is_some() || released.clone().now_or_never().is_some()
+}
+
+/// A `subscribe` call in flight: holds the reservation of its name. Dropped before
+/// [`Opening::register`] (the call's future was dropped, or it failed), it frees the name
+/// and closes the half-made subscription, so nothing of the call is left behind.
+struct Opening<'a> {
+    inner: &'a HubInner,
+    name: &'a str,
+    sub: Option<Arc<Subscription>>,
+    registered: bool,
+}
+
+impl Opening<'_> {
+    /// Registers the subscription under its name, unless the hub was shut down meanwhile
+    /// (checked under the registry lock, so `shutdown`'s `close_all` either sees it or it
+    /// sees the hub closed). Returns whether it was registered.
+    fn register(&mut self) -> bool {
+        let mut registry = lock(&self.inner.registry);
+        let open = !self.inner.closed.load(Ordering::Acquire);
+        if open && let Some(sub) = &self.sub {
+            registry.subs.insert(self.name.to_owned(), Arc::clone(sub));
+            self.registered = true;
+        } else if let Some(sub) = &self.sub {
+            // Closed before the name is released, so that `shutdown`, which waits for
+            // the pending names, finds this release among those it waits for.
+            drop(registry);
+            drop(sub.begin_close());
+            registry = lock(&self.inner.registry);
+        }
+        registry.pending.remove(self.name);
+        drop(registry);
+        self.inner.pending_done.notify_waiters();
+        self.inner.counters.touch();
+        self.registered
+    }
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        if self.registered {
+            return;
+        }
+        if let Some(sub) = &self.sub {
+            // The release goes on in the links' tasks; the hub keeps its future.
+            drop(sub.begin_close());
+        }
+        lock(&self.inner.registry).pending.remove(self.name);
+        self.inner.pending_done.notify_waiters();
+        self.inner.counters.touch();
     }
 }
 
@@ -992,57 +941,62 @@ impl std::fmt::Debug for PubSubHub {
     }
 }
 
-/// Picks the shared link for a target: stable for the hub's lifetime.
-fn shard_of(kind: TargetKind, target: &str, links: usize) -> usize {
+/// A link and the targets of one subscription it serves.
+type LinkTargets = (Arc<Link>, Vec<String>);
+
+/// Picks the shared link for a target: stable for the hub's lifetime. Shard channels go by
+/// hash slot, so that one slot's channels share a link (and its connection to the slot's
+/// master); other targets by hash.
+fn shared_link_of(kind: TargetKind, target: &str, links: usize) -> usize {
+    if kind == TargetKind::Shard {
+        return usize::from(slot_of(target.as_bytes())) % links;
+    }
     let mut h = DefaultHasher::new();
     kind.hash(&mut h);
     target.hash(&mut h);
     (h.finish() % links as u64) as usize
 }
 
-/// Moves reply `i` out of a node's replies.
-fn take(replies: &mut [redis::Value], i: usize) -> redis::Value {
-    std::mem::replace(&mut replies[i], redis::Value::Nil)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A reply that must not be a server error.
-fn ok(value: redis::Value) -> Result<redis::Value, HubError> {
-    match value {
-        redis::Value::ServerError(e) => Err(HubError::Redis(e.into())),
-        value => Ok(value),
+    /// A release that ends when its sender is dropped.
+    fn release() -> (tokio::sync::oneshot::Sender<()>, Released) {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let fut: futures_util::future::BoxFuture<'static, ()> = Box::pin(async move {
+            let _ = rx.await;
+        });
+        (tx, fut.shared())
     }
-}
 
-fn array(value: redis::Value) -> Result<Vec<redis::Value>, HubError> {
-    Ok(redis::from_redis_value(ok(value)?).map_err(redis::RedisError::from)?)
-}
-
-fn int(value: redis::Value) -> Result<i64, HubError> {
-    Ok(redis::from_redis_value(ok(value)?).map_err(redis::RedisError::from)?)
-}
-
-/// Adds a `PUBSUB CHANNELS`-style reply to a set of names (lossy UTF-8).
-fn add_names(into: &mut BTreeSet<String>, value: redis::Value) -> Result<(), HubError> {
-    let names: Vec<Vec<u8>> =
-        redis::from_redis_value(ok(value)?).map_err(redis::RedisError::from)?;
-    into.extend(
-        names
-            .into_iter()
-            .map(|n| String::from_utf8_lossy(&n).into_owned()),
-    );
-    Ok(())
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Reads an `RwLock`, ignoring poisoning (the data is counters and handles).
-pub(crate) fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Writes an `RwLock`, ignoring poisoning.
-pub(crate) fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|e| e.into_inner())
+    #[test]
+    fn finished_releases_are_pruned_and_the_list_stays_bounded() {
+        let mut retiring = Retiring::default();
+        let mut open = Vec::new();
+        for i in 0..10_000 {
+            let (tx, r) = release();
+            // Poll it once, as a closer would, so that it can notice its end.
+            let _ = r.clone().now_or_never();
+            retiring.add(r);
+            if i % 10 == 0 {
+                open.push(tx);
+            }
+            // Nine in ten have ended by the time the next is added.
+        }
+        let unfinished = open.len();
+        assert!(
+            retiring.releases.len() <= 2 * unfinished + Retiring::MIN_PRUNE,
+            "{} kept for {unfinished} unfinished",
+            retiring.releases.len()
+        );
+        drop(open);
+        retiring.prune();
+        assert!(retiring.releases.is_empty());
+        // An already finished release is never kept.
+        let (tx, r) = release();
+        drop(tx);
+        retiring.add(r);
+        assert!(retiring.releases.is_empty());
+    }
 }

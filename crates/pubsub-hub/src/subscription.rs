@@ -5,15 +5,25 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use futures_util::Stream;
+use futures_util::future::{BoxFuture, Shared};
+use futures_util::{FutureExt, Stream};
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use crate::config::HubConfig;
-use crate::hub::{HubCounters, HubInner};
-use crate::link::Link;
-use crate::message::{ReceivedMessage, now_ms};
+use crate::links::Link;
+use crate::message::{PAYLOAD_PREVIEW_BYTES, ReceivedMessage, now_ms};
 use crate::queue::EventQueue;
+use crate::stats::HubCounters;
+
+/// What a subscription asks of the hub that made it; the hub implements it, so this module
+/// needs nothing from the hub's.
+pub(crate) trait Owner: Send + Sync {
+    /// Removes `sub` from the registry if it is the one registered under its name.
+    fn forget(&self, sub: &Subscription);
+    /// Keeps the release of a closed subscription until it is done, so that the hub can
+    /// wait for it even when the closer went away.
+    fn retire(&self, released: Released);
+}
 
 /// What a subscription listens to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -72,15 +82,63 @@ impl SubscriptionStatus {
     }
 }
 
+/// One window in which a subscription was not subscribed on Redis, so that messages
+/// published to its targets then were lost for it (pub/sub is at-most-once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Gap {
+    /// Unix ms when the connection was lost (the `since_ms` its status showed).
+    pub started_at_ms: u64,
+    /// Unix ms when every target was subscribed again; `None` while the gap lasts.
+    pub ended_at_ms: Option<u64>,
+    /// Why the connection was lost, as the link saw it (no credentials).
+    pub error: String,
+}
+
+/// A subscription's delivery gaps so far, recorded when its links open and close them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GapHistory {
+    /// Gaps opened so far, the one in progress included.
+    pub total: u64,
+    /// The gap in progress, else the newest finished one; `None` before the first.
+    pub last: Option<Gap>,
+}
+
+impl GapHistory {
+    /// True while a gap is in progress.
+    pub fn is_open(&self) -> bool {
+        self.last.as_ref().is_some_and(|g| g.ended_at_ms.is_none())
+    }
+
+    /// Opens a gap at `since_ms`.
+    fn open(&mut self, since_ms: u64, error: String) {
+        self.total += 1;
+        self.last = Some(Gap {
+            started_at_ms: since_ms,
+            ended_at_ms: None,
+            error,
+        });
+    }
+
+    /// Closes the gap in progress at `at_ms`.
+    fn close(&mut self, at_ms: u64) {
+        if let Some(gap) = self.last.as_mut().filter(|g| g.ended_at_ms.is_none()) {
+            gap.ended_at_ms = Some(at_ms.max(gap.started_at_ms));
+        }
+    }
+}
+
 /// What a [`Consumer`] receives.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Event {
     /// A message delivered by Redis.
     Message(Arc<ReceivedMessage>),
-    /// This consumer fell behind by more than its queue holds; this many events (the oldest
-    /// ones it had not read) were dropped for it. The subscription's dropped counter went up
-    /// by the same number when they were dropped.
+    /// This consumer fell behind by more than its queue holds (in events or in bytes); this
+    /// many messages were dropped for it at this place in the stream (the oldest ones it had
+    /// not read). Only messages are dropped: connection events always arrive, in order. The
+    /// subscription's dropped counter went up by the same number when they were dropped.
     Lagged(u64),
     /// The Redis connection was lost. Messages published until [`Event::Reconnected`] are
     /// not delivered.
@@ -103,10 +161,11 @@ pub struct Subscription {
     kind: TargetKind,
     created_at_ms: u64,
     buffer_size: usize,
-    /// Payload bytes the ring buffer may hold (its newest message always stays).
+    /// Payload bytes the ring buffer may hold (a larger message is kept as a preview).
     buffer_max_bytes: usize,
-    /// Bound of each consumer's queue.
+    /// Bounds of each consumer's queue, in events and in payload bytes.
     queue_capacity: usize,
+    queue_max_bytes: usize,
     /// The ring buffer and the event queue share one lock so a message is pushed to both
     /// in one step.
     state: Mutex<SubState>,
@@ -116,14 +175,22 @@ pub struct Subscription {
     closed: AtomicBool,
     /// The subscriber connections this subscription's targets live on; its status is theirs.
     links: OnceLock<Vec<Arc<Link>>>,
+    /// Set by the first close: resolves once every link has let go of this subscription's
+    /// targets. Every later close (and the hub's shutdown) waits on the same future, so a
+    /// close whose caller gave up is still finished, and still awaited, by the next one.
+    released: OnceLock<Released>,
     /// To remove itself from the registry on `close()`.
-    hub: Weak<HubInner>,
+    hub: Weak<dyn Owner>,
     counters: Arc<HubCounters>,
 }
 
+/// Resolves once a closed subscription's links have released its targets on Redis.
+pub(crate) type Released = Shared<BoxFuture<'static, ()>>;
+
 struct SubState {
     buffer: VecDeque<Arc<ReceivedMessage>>,
-    /// Payload bytes in `buffer`.
+    /// Payload bytes held by `buffer` (a preview counts what it keeps); also added to the
+    /// hub's `buffered_bytes` gauge.
     buffer_bytes: usize,
     /// One queue per live consumer; a queue whose consumer was dropped is pruned on the
     /// next delivery.
@@ -132,17 +199,17 @@ struct SubState {
     closed: bool,
     /// Links that reported `Disconnected` and have not reported `Reconnected` yet.
     links_down: u32,
+    /// Gaps as consumers see them: opened by the first link to go down, closed by the last
+    /// to come back. Kept under the same lock as `links_down`, so it cannot disagree.
+    gaps: GapHistory,
 }
 
 impl SubState {
-    /// Pushes `event` to every live consumer; returns how many events were dropped for
+    /// Pushes `event` to every live consumer; returns how many messages were dropped for
     /// consumers that were full.
     fn push(&mut self, event: &Event) -> u64 {
         self.consumers.retain(|q| Arc::strong_count(q) > 1);
-        self.consumers
-            .iter()
-            .map(|q| u64::from(q.push(event.clone())))
-            .sum()
+        self.consumers.iter().map(|q| q.push(event.clone())).sum()
     }
 }
 
@@ -153,7 +220,7 @@ impl Subscription {
         targets: Vec<String>,
         kind: TargetKind,
         config: &HubConfig,
-        hub: Weak<HubInner>,
+        hub: Weak<dyn Owner>,
         counters: Arc<HubCounters>,
     ) -> Self {
         let buffer_size = config.buffer_size;
@@ -166,18 +233,21 @@ impl Subscription {
             buffer_size,
             buffer_max_bytes: config.buffer_max_bytes,
             queue_capacity: config.queue_capacity.max(1),
+            queue_max_bytes: config.queue_max_bytes.max(1),
             state: Mutex::new(SubState {
                 buffer: VecDeque::with_capacity(buffer_size.min(64)),
                 buffer_bytes: 0,
                 consumers: Vec::new(),
                 closed: false,
                 links_down: 0,
+                gaps: GapHistory::default(),
             }),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             links: OnceLock::new(),
+            released: OnceLock::new(),
             hub,
             counters,
         }
@@ -221,7 +291,8 @@ impl Subscription {
         self.received.load(Ordering::Relaxed)
     }
 
-    /// Events dropped for its consumers because they fell behind.
+    /// Messages dropped for its consumers because they fell behind (connection events are
+    /// never dropped).
     pub fn dropped_total(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -253,6 +324,17 @@ impl Subscription {
         SubscriptionStatus::Live
     }
 
+    /// Its delivery gaps so far: how many, and the last one's start, end and error. They are
+    /// recorded when its links report them, so even a gap shorter than any polling
+    /// interval is here with its times.
+    pub fn gaps(&self) -> GapHistory {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .gaps
+            .clone()
+    }
+
     /// True only while it is subscribed on a working connection.
     pub fn is_alive(&self) -> bool {
         self.status() == SubscriptionStatus::Live
@@ -270,7 +352,11 @@ impl Subscription {
         let queue = if st.closed {
             Arc::new(EventQueue::closed())
         } else {
-            let queue = Arc::new(EventQueue::new(self.queue_capacity));
+            let queue = Arc::new(EventQueue::new(
+                self.queue_capacity,
+                self.queue_max_bytes,
+                Arc::clone(&self.counters.queued_bytes),
+            ));
             st.consumers.push(Arc::clone(&queue));
             queue
         };
@@ -298,6 +384,13 @@ impl Subscription {
     /// Closes the subscription: its targets are unsubscribed (Redis releases them before
     /// this returns), consumers see the end of their stream, and the name becomes free.
     /// Closing twice is harmless.
+    ///
+    /// # Cancel safety
+    /// Everything but the wait happens at the first poll: the name is freed, consumers
+    /// are ended and the links are told to release the targets. A future dropped after
+    /// that leaves the release to finish in the links' tasks; a later `close` (or the hub's
+    /// `shutdown`) waits for the same release. A future dropped before its first poll does
+    /// nothing.
     pub async fn close(&self) {
         if let Some(hub) = self.hub.upgrade() {
             hub.forget(self);
@@ -305,42 +398,50 @@ impl Subscription {
         self.close_links().await;
     }
 
-    /// Detaches from every link and ends the event stream, without touching the registry.
+    /// Detaches from every link and ends the event stream, without touching the registry;
+    /// returns once Redis has released the targets.
     pub(crate) async fn close_links(&self) {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let detaches = self.links().iter().map(|link| link.detach(self.id));
-        futures_util::future::join_all(detaches).await;
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.closed = true;
-        for queue in std::mem::take(&mut st.consumers) {
-            queue.close();
-        }
+        self.begin_close().await;
     }
 
-    /// The subscription as the dashboard shows it: the contract's `name`, `targets`,
-    /// `is_pattern`, `received_total`, `alive`, `messages` (newest first, at most
-    /// `message_limit`), plus `kind`, `status`, `dropped_total` and `reconnects_total`.
-    pub fn to_json(&self, message_limit: usize) -> Value {
-        let messages: Vec<Value> = self
-            .messages(Some(message_limit))
-            .iter()
-            .map(|m| m.to_json())
-            .collect();
-        let status = self.status();
-        json!({
-            "name": self.name,
-            "targets": self.targets,
-            "is_pattern": self.is_pattern(),
-            "kind": self.kind,
-            "received_total": self.received_total(),
-            "alive": status == SubscriptionStatus::Live,
-            "status": status,
-            "dropped_total": self.dropped_total(),
-            "reconnects_total": self.reconnects_total(),
-            "messages": messages,
-        })
+    /// Starts closing, without waiting: marks the subscription closed, asks each link to
+    /// release its targets, ends the consumers' streams (what they have queued can still be
+    /// read) and returns the future of the release. Later calls return the same future.
+    /// Used where a future may be dropped: nothing here can be left half-done.
+    pub(crate) fn begin_close(&self) -> Released {
+        let mut first = false;
+        let released = self
+            .released
+            .get_or_init(|| {
+                first = true;
+                self.closed.store(true, Ordering::Release);
+                let replies: Vec<_> = self
+                    .links()
+                    .iter()
+                    .map(|link| link.request_detach(self.id))
+                    .collect();
+                async move {
+                    for reply in replies {
+                        let _ = reply.await;
+                    }
+                }
+                .boxed()
+                .shared()
+            })
+            .clone();
+        if first {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.closed = true;
+            for queue in std::mem::take(&mut st.consumers) {
+                queue.close();
+            }
+            drop(st);
+            if let Some(hub) = self.hub.upgrade() {
+                hub.retire(released.clone());
+            }
+            self.counters.touch();
+        }
+        released
     }
 
     /// Tells its links to stop without waiting (used when the hub is dropped).
@@ -356,31 +457,63 @@ impl Subscription {
         // Counted first, so a consumer that has the message also sees it counted.
         self.received.fetch_add(1, Ordering::Relaxed);
         self.counters.received_total.fetch_add(1, Ordering::Relaxed);
+        // A message larger than the ring's whole byte budget is kept there as a preview (its
+        // start and true size), so one huge message cannot hold more than the budget;
+        // consumers still get it whole. Made before locking: finding its encoding reads the
+        // whole payload.
+        let kept = (self.buffer_size > 0).then(|| {
+            if message.payload.as_bytes().len() > self.buffer_max_bytes {
+                Arc::new(message.preview(PAYLOAD_PREVIEW_BYTES.min(self.buffer_max_bytes)))
+            } else {
+                Arc::clone(message)
+            }
+        });
         let dropped = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if self.buffer_size > 0 {
-                st.buffer_bytes += message.payload.len();
-                st.buffer.push_front(Arc::clone(message));
-                while st.buffer.len() > self.buffer_size
-                    || (st.buffer_bytes > self.buffer_max_bytes && st.buffer.len() > 1)
-                {
-                    if let Some(old) = st.buffer.pop_back() {
-                        st.buffer_bytes -= old.payload.len();
-                    }
-                }
+            if let Some(kept) = kept {
+                self.keep(&mut st, kept);
             }
+            // The hub's version moves before a consumer can have the message, so one that
+            // has it and then reads the hub (the dashboard's `/state`, cached per version)
+            // never gets a reading from before it.
+            self.counters.touch();
             st.push(&Event::Message(Arc::clone(message)))
         };
         self.record_dropped(dropped);
     }
 
-    /// Tells consumers about a connection event from one of its links; counts reconnects.
+    /// Puts `kept` into the ring buffer and drops the oldest messages beyond its bounds.
+    fn keep(&self, st: &mut SubState, kept: Arc<ReceivedMessage>) {
+        let added = kept.payload.as_bytes().len();
+        let mut removed = 0;
+        st.buffer_bytes += added;
+        st.buffer.push_front(kept);
+        while st.buffer.len() > self.buffer_size
+            || (st.buffer_bytes > self.buffer_max_bytes && st.buffer.len() > 1)
+        {
+            if let Some(old) = st.buffer.pop_back() {
+                let size = old.payload.as_bytes().len();
+                st.buffer_bytes -= size;
+                removed += size;
+            }
+        }
+        let gauge = &self.counters.buffered_bytes;
+        if added >= removed {
+            gauge.fetch_add((added - removed) as u64, Ordering::Relaxed);
+        } else {
+            gauge.fetch_sub((removed - added) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Tells consumers about a connection event from one of its links; counts reconnects
+    /// and records the gap ([`Subscription::gaps`]). `since_ms` is when the link lost its
+    /// connection (its status's `since_ms`); it matters for `Disconnected` only.
     ///
     /// A subscription whose targets live on several links (shared mode, shard channels on
     /// several masters) hears from each of them, but its consumers see one gap: the first
     /// `Disconnected` opens it and the `Reconnected` of the last link to come back closes
     /// it, which is also when the reconnect is counted.
-    pub(crate) fn notify(&self, event: Event) {
+    pub(crate) fn notify(&self, event: Event, since_ms: u64) {
         let dropped = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let forward = match event {
@@ -398,6 +531,11 @@ impl Subscription {
             if !forward {
                 return;
             }
+            match &event {
+                Event::Disconnected { error } => st.gaps.open(since_ms, error.clone()),
+                Event::Reconnected => st.gaps.close(now_ms()),
+                _ => {}
+            }
             if matches!(event, Event::Reconnected) {
                 self.reconnects.fetch_add(1, Ordering::Relaxed);
                 self.counters
@@ -407,6 +545,9 @@ impl Subscription {
             st.push(&event)
         };
         self.record_dropped(dropped);
+        // The gap history changed: whoever watches the hub's version sees it (the link
+        // touched it for the status already, but before this was recorded).
+        self.counters.touch();
     }
 
     fn record_dropped(&self, n: u64) {
@@ -415,6 +556,19 @@ impl Subscription {
         }
         self.dropped.fetch_add(n, Ordering::Relaxed);
         self.counters.dropped_total.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let bytes = self
+            .state
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .buffer_bytes;
+        self.counters
+            .buffered_bytes
+            .fetch_sub(bytes as u64, Ordering::Relaxed);
     }
 }
 
@@ -455,6 +609,10 @@ pub struct Consumer {
 
 impl Consumer {
     /// The next event; `None` once the subscription is closed and every queued event read.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: an event leaves the queue only when `recv` returns it, so a dropped
+    /// `recv` (a `select!` branch that lost) loses nothing.
     pub async fn recv(&mut self) -> Option<Event> {
         self.queue.pop().await
     }

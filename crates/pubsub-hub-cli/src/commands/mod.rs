@@ -3,10 +3,13 @@
 use std::time::Duration;
 
 use pubsub_hub::{HubConfig, PubSubHub};
+use pubsub_hub_launcher::Reached;
 
 use crate::config::RedisTarget;
 use crate::error::CliError;
+use crate::settings::Config;
 
+pub mod gateway;
 pub mod inspect;
 pub mod publish;
 pub mod serve;
@@ -24,37 +27,30 @@ pub async fn connect(target: &RedisTarget, config: HubConfig) -> Result<PubSubHu
         .map_err(|e| CliError::from_hub("connect", &target.display(), &e))
 }
 
-/// Resolves when the process gets Ctrl-C (SIGINT) or SIGTERM.
+/// The Redis a long-running subcommand (`serve`, and any other server such as a gateway)
+/// uses: the configured target if something answers there; a private throwaway
+/// `redis-server` on a unix socket only when no Redis address is configured at all
+/// ([`Config::private_redis_allowed`]); otherwise the configured target anyway, with
+/// [`Reached::answered`] false, so that the caller starts, says so on stderr
+/// ([`Reached::not_answering_warning`]), builds its hub with
+/// `PubSubHub::with_config_lazy` and connects when Redis appears. `serve` applies the same
+/// rule through `DashboardOptions::embedded_fallback`.
 ///
-/// The handlers are installed when this is *called*, not when the future is first polled:
-/// a signal that arrives after a command has announced itself (the dashboard's start-up
-/// lines, `subscribe`'s confirmation) but before its loop first awaits must still stop it
-/// cleanly rather than kill it with the default action. Call it before announcing.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let interrupt = signal(SignalKind::interrupt()).ok();
-        let terminate = signal(SignalKind::terminate()).ok();
-        async move {
-            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
-                match s {
-                    Some(mut s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = wait(interrupt) => {}
-                _ = wait(terminate) => {}
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+/// Keep [`Reached::private`] alive while the client is in use: dropping it stops the
+/// private server. A private server that cannot start is exit 3.
+///
+/// # Cancel safety
+///
+/// Dropping the future leaves nothing behind: a private server being started is killed
+/// once its start finishes.
+pub async fn reach_redis(target: &RedisTarget, config: &Config) -> Result<Reached, CliError> {
+    let client = target.client()?;
+    pubsub_hub_launcher::reach_redis(client, config.private_redis_allowed())
+        .await
+        .map_err(|e| {
+            CliError::unreachable(format!(
+                "cannot reach Redis at {}, and the private redis-server did not start: {e}",
+                target.display()
+            ))
+        })
 }

@@ -15,7 +15,11 @@ pub fn options(target: &RedisTarget, config: &Config) -> DashboardOptions {
         port: server.port.value,
         token: server.token.value.clone(),
         insecure_no_auth: server.insecure_no_auth.value,
-        embedded_fallback: config.redis.embedded_fallback.value,
+        cookie_secure: server.cookie_secure.value,
+        trusted_proxies: server.trusted_proxies.value.clone(),
+        // The same rule as `super::reach_redis`: a private server only without a configured
+        // address.
+        embedded_fallback: config.private_redis_allowed(),
         redis_ca_file: target.ca_file().map(ToOwned::to_owned),
         limits: config.web_limits(),
         mode: config.connection_mode(),
@@ -51,7 +55,7 @@ pub async fn run(
             let shown: Vec<String> = nodes
                 .value
                 .iter()
-                .map(|u| crate::config::redact_url(u))
+                .map(|u| pubsub_hub_launcher::redact_url(u))
                 .collect();
             format!(
                 "a Redis Cluster through {} (from {})",
@@ -72,18 +76,30 @@ pub async fn run(
         "starting the dashboard"
     );
     // Installed before the start-up lines are printed (see `shutdown_signal`).
-    let stop = super::shutdown_signal();
+    let stop = pubsub_hub_web::shutdown_signal();
     run_dashboard(opts, stop).await.map_err(|e| classify(&e))
 }
 
+/// The dashboard's error as the binary's: the exit code by its kind, and the hints that name
+/// this binary's flags (the dashboard's own text speaks of its options only).
 fn classify(e: &DashboardError) -> CliError {
     let text = e.to_string();
     match e {
         // Configuration the operator must fix: exit 2, like any other bad setting.
-        DashboardError::InvalidRedisUrl { .. }
-        | DashboardError::InvalidOptions(_)
-        | DashboardError::NoTokenForPublicAddress { .. } => CliError::usage(text),
-        DashboardError::RedisUnreachable { .. } => CliError::unreachable(text),
+        DashboardError::RedisAddress(_)
+        | DashboardError::InvalidLimit(_)
+        | DashboardError::InvalidOption { .. } => CliError::usage(text),
+        DashboardError::NoTokenForPublicAddress { .. } => CliError::usage(format!(
+            "{text}; set a token (--token or PUBSUB_HUB_TOKEN), listen on 127.0.0.1, or pass \
+             --insecure-no-auth to do it anyway"
+        )),
+        DashboardError::Bind { .. } => {
+            CliError::failure(format!("{text} (pass --host/--port to choose another)"))
+        }
+        DashboardError::RedisUnreachable { cluster: true, .. } => CliError::unreachable(text),
+        DashboardError::RedisUnreachable { .. } => CliError::unreachable(format!(
+            "{text}; or pass --redis-url or --redis-host/--redis-port to use another Redis"
+        )),
         DashboardError::Redis { source, .. } if source.is_unavailable() => {
             CliError::unreachable(text)
         }

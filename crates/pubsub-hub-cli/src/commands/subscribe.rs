@@ -14,15 +14,34 @@ use crate::error::CliError;
 /// The subscription's name inside this process's hub.
 const SUBSCRIPTION_NAME: &str = "pubsub-hub-cli";
 
+/// How long the subscription may take to close after Ctrl-C or SIGTERM. Closing tells Redis
+/// politely; when Redis is away or stalled the process exits anyway after this, and Redis
+/// drops the subscription with the connection. Keeps the promise that Ctrl-C ends the
+/// command within a second, whatever Redis does.
+const STOP_BOUND: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Subscribes and prints until `--count`, a signal, or a broken stdout.
+///
+/// A signal ends it at any point: also while it connects or subscribes to a Redis that
+/// does not answer (the signal handlers are installed first, so a signal never waits for
+/// a connect time-out).
 pub async fn run(target: &RedisTarget, args: &SubscribeArgs) -> Result<(), CliError> {
-    let stop = super::shutdown_signal();
-    let hub = super::connect(target, HubConfig::default()).await?;
+    let stop = pubsub_hub_web::shutdown_signal();
+    tokio::pin!(stop);
+    let hub = tokio::select! {
+        hub = super::connect(target, HubConfig::default()) => hub?,
+        _ = &mut stop => return Ok(()),
+    };
     let result = tokio::select! {
         r = receive(&hub, target, args) => r,
-        _ = stop => Ok(()),
+        _ = &mut stop => Ok(()),
     };
-    hub.shutdown().await;
+    if tokio::time::timeout(STOP_BOUND, hub.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("the subscription did not close within {STOP_BOUND:?}; exiting anyway");
+    }
     result
 }
 

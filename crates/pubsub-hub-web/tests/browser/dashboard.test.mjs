@@ -2,7 +2,7 @@
 //
 //   node dashboard.test.mjs <dashboard-url> <artifact-dir>
 //
-// Run by tests/browser.rs, which starts a private Redis and the dashboard first. Prints one
+// Run by tests/it/browser.rs, which starts a private Redis and the dashboard first. Prints one
 // "ok - ..." line per step; on failure prints the error, saves failure.png and exits 1.
 
 import assert from 'node:assert/strict';
@@ -19,7 +19,8 @@ if (!url || !artifacts) {
 mkdirSync(artifacts, { recursive: true });
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const STEP_TIMEOUT = 5000;
+// Generous: a first paint in a cold Chromium on a loaded 2-core machine can take seconds.
+const STEP_TIMEOUT = 15000;
 const XSS_IMG = '<img src=x onerror=alert(1)>';
 const XSS_SCRIPT = '<script>window.__xss=1</script>';
 
@@ -32,7 +33,7 @@ const browser = await chromium.launch({
 let page;
 const problems = [];
 
-// Requests to tests/browser.rs go out on stdout as `control: <request>`; its answers come
+// Requests to tests/it/browser.rs go out on stdout as `control: <request>`; its answers come
 // back one line each on stdin.
 const answers = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 async function control(request) {
@@ -124,6 +125,29 @@ try {
   assert.equal(await card('orders-listener').locator('.counter-value').first().textContent(), '2');
   assert.equal(await page.evaluate(() => window.__sameDocument), true, 'no reload happened');
   step('publish through the form shows up in the orders-listener card without a reload');
+
+  // -- a late form answer does not paint over what the stream showed ------------------------
+  // The answer to POST /publish is held until the stream has put the message on the page,
+  // and then given a document from before the publish: the page must keep the newer one.
+  const older = await (await page.request.get(new URL('/state', url).href)).json();
+  await page.route('**/publish', async (route) => {
+    const response = await route.fetch();
+    const body = await response.json();
+    try {
+      await card('orders-listener').locator('.msg', { hasText: 'pushed before the answer' })
+        .first().waitFor({ timeout: STEP_TIMEOUT });
+    } catch (err) {
+      problems.push(`the stream did not show the message before the held answer: ${err.message}`);
+    }
+    await route.fulfill({ response, json: { ...body, state: older } });
+  });
+  await publish('orders:new', 'pushed before the answer');
+  await page.unroute('**/publish');
+  assert.equal(
+    await card('orders-listener').locator('.msg', { hasText: 'pushed before the answer' }).count(), 1,
+    'the older document in the late answer did not replace the newer one on screen');
+  assert.equal(await card('orders-listener').locator('.counter-value').first().textContent(), '3');
+  step('a form answer older than what the stream showed does not paint over it');
 
   // -- a pattern subscriber, and the "via pattern" marker ----------------------------------
   await subscribe('browser-pattern', 'pattern', 'orders:*, audit:*');
@@ -251,7 +275,7 @@ try {
   await publish('orders:new', 'pushed before the drop');
   await dropPage.locator('.card[data-name="orders-listener"] .msg', { hasText: 'pushed before the drop' })
     .first().waitFor({ timeout: STEP_TIMEOUT });
-  // The server goes away under the open stream (tests/browser.rs stops serving, which ends
+  // The server goes away under the open stream (tests/it/browser.rs stops serving, which ends
   // every stream, and serves again on the same port); /events stays refused meanwhile.
   eventsBlocked = true;
   assert.equal(await control('restart-server'), 'restarted');
