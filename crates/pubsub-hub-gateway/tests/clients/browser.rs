@@ -39,8 +39,9 @@ fn app() -> Router {
 /// 60 s, each step within 10 s to 15 s), so a slow step fails with its own message.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(150);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_sdk_and_native_event_source_receive_redis_publishes() {
+/// Checks that Chromium is there, prepares the SDK packages, and waits for this process's
+/// browser slot (held until the returned guard drops).
+async fn browser_ready() -> tokio::sync::MutexGuard<'static, ()> {
     let chromium = chromium_path();
     assert!(
         chromium.exists(),
@@ -48,9 +49,14 @@ async fn browser_sdk_and_native_event_source_receive_redis_publishes() {
         chromium.display()
     );
     prepare().await;
+    browser_turn().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_sdk_and_native_event_source_receive_redis_publishes() {
+    let _turn = browser_ready().await;
     let artifacts = artifact_dir();
     std::fs::create_dir_all(&artifacts).expect("artifact dir");
-    let _turn = browser_turn().await;
     let mut rig = Rig::start_in_app(app()).await;
     let params = json!({
         "origin": rig.gateways[0].origin(),
@@ -68,14 +74,7 @@ async fn browser_sdk_and_native_event_source_receive_redis_publishes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_event_source_resumes_a_history_channel_from_last_event_id() {
-    let chromium = chromium_path();
-    assert!(
-        chromium.exists(),
-        "{} not found: run scripts/setup (it installs Debian's chromium)",
-        chromium.display()
-    );
-    prepare().await;
-    let _turn = browser_turn().await;
+    let _turn = browser_ready().await;
     let mut rig = Rig::start_in_app(app()).await;
     let params = json!({ "origin": rig.gateways[0].origin(), "secret": SECRET });
     rig.run_node(

@@ -2,7 +2,7 @@
 //! `StateDelta` schema of `/openapi.json`, applies to the document the stream sent before,
 //! and the result equals `/state`.
 
-use crate::util::{Dashboard, WAIT, sub, sub_names, wait_state};
+use crate::util::{Dashboard, WAIT, apply_delta, sub, sub_names, wait_state};
 use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
@@ -121,43 +121,6 @@ fn schema_errors(name: &str, value: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Applies `delta` as docs/http-api.md says.
-fn apply(doc: &mut Value, delta: &Value) {
-    assert_eq!(
-        delta["base"], doc["version"],
-        "applies to the last document"
-    );
-    for (k, v) in delta["set"].as_object().unwrap() {
-        doc[k] = v.clone();
-    }
-    let gone = delta["removed"].as_array().unwrap();
-    let subs = doc["subscriptions"].as_array_mut().unwrap();
-    subs.retain(|s| !gone.contains(&s["name"]));
-    for entry in delta["subscriptions"].as_array().unwrap() {
-        let at = subs.iter().position(|s| s["name"] == entry["name"]);
-        let mut entry = entry.clone();
-        if entry.get("messages").is_none() {
-            let fields = entry.as_object_mut().unwrap();
-            let mut messages = fields["messages_new"].as_array().unwrap().clone();
-            let kept = fields["messages_kept"].as_u64().unwrap() as usize;
-            if let Some(i) = at {
-                messages.extend(subs[i]["messages"].as_array().unwrap().iter().cloned());
-            }
-            messages.truncate(kept);
-            fields.remove("messages_new");
-            fields.remove("messages_kept");
-            fields.insert("messages".into(), Value::Array(messages));
-        }
-        match at {
-            Some(i) => subs[i] = entry,
-            None => subs.push(entry),
-        }
-    }
-    if let Some(order) = delta["order"].as_array() {
-        subs.sort_by_key(|s| order.iter().position(|n| *n == s["name"]));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deltas_match_their_schema_and_rebuild_the_state() {
     let d = Dashboard::start().await;
@@ -193,7 +156,7 @@ async fn deltas_match_their_schema_and_rebuild_the_state() {
                 kinds.1 |= entry.get("messages").is_some();
             }
             kinds.2 |= !delta["removed"].as_array().unwrap().is_empty();
-            apply(&mut doc, &delta);
+            apply_delta(&mut doc, &delta);
             assert_eq!(schema_errors("StateDocument", &doc), Vec::<String>::new());
         }
     }
@@ -212,7 +175,7 @@ async fn deltas_match_their_schema_and_rebuild_the_state() {
         }
         let (name, delta) = events.next().await;
         assert_eq!(name, "delta");
-        apply(&mut doc, &delta);
+        apply_delta(&mut doc, &delta);
     }
     assert_eq!(
         sub_names(&doc),

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::util::{WAIT, sub};
+use crate::util::{WAIT, apply_delta, sub};
 use pubsub_hub::PubSubHub;
 use pubsub_hub_testkit::RedisServer;
 use pubsub_hub_web::{Dashboard, DashboardOptions, dashboard_hub_config, seed_defaults, serve};
@@ -123,55 +123,15 @@ impl SseClient {
         let data: Value = serde_json::from_str(&event.data).expect("events carry JSON");
         let doc = match (event.event.as_str(), self.doc.take()) {
             ("state", _) => data,
-            ("delta", Some(doc)) => apply_delta(doc, &data),
+            ("delta", Some(mut doc)) => {
+                apply_delta(&mut doc, &data);
+                doc
+            }
             (other, doc) => panic!("a state first, then deltas; got {other} with {doc:?}"),
         };
         self.doc = Some(doc.clone());
         doc
     }
-}
-
-/// What the page does with a `delta` (docs/http-api.md, "Deltas").
-fn apply_delta(mut doc: Value, delta: &Value) -> Value {
-    assert_eq!(
-        delta["base"], doc["version"],
-        "the delta applies to the last document"
-    );
-    for (k, v) in delta["set"].as_object().expect("set") {
-        doc[k] = v.clone();
-    }
-    let mut subs: Vec<Value> = doc["subscriptions"].as_array().unwrap().clone();
-    let gone = delta["removed"].as_array().unwrap();
-    subs.retain(|s| !gone.contains(&s["name"]));
-    for entry in delta["subscriptions"].as_array().unwrap() {
-        let at = subs.iter().position(|s| s["name"] == entry["name"]);
-        let mut entry = entry.clone();
-        if entry.get("messages").is_none() {
-            let fields = entry.as_object_mut().unwrap();
-            let mut messages = fields
-                .remove("messages_new")
-                .unwrap()
-                .as_array()
-                .unwrap()
-                .clone();
-            let kept = fields.remove("messages_kept").unwrap().as_u64().unwrap() as usize;
-            messages.extend(
-                at.map(|i| subs[i]["messages"].as_array().unwrap().clone())
-                    .unwrap_or_default(),
-            );
-            messages.truncate(kept);
-            fields.insert("messages".into(), Value::Array(messages));
-        }
-        match at {
-            Some(i) => subs[i] = entry,
-            None => subs.push(entry),
-        }
-    }
-    if let Some(order) = delta["order"].as_array() {
-        subs.sort_by_key(|s| order.iter().position(|n| *n == s["name"]));
-    }
-    doc["subscriptions"] = Value::Array(subs);
-    doc
 }
 
 /// Sends one request on a new connection and returns (status, body).

@@ -210,6 +210,44 @@ pub async fn next_message(consumer: &mut Consumer) -> Arc<ReceivedMessage> {
     }
 }
 
+/// Applies a `delta` event to the last document, as the page does (docs/http-api.md,
+/// "Deltas"); fails unless the delta's `base` is that document's version.
+pub fn apply_delta(doc: &mut Value, delta: &Value) {
+    assert_eq!(
+        delta["base"], doc["version"],
+        "applies to the last document"
+    );
+    for (k, v) in delta["set"].as_object().unwrap() {
+        doc[k] = v.clone();
+    }
+    let gone = delta["removed"].as_array().unwrap();
+    let subs = doc["subscriptions"].as_array_mut().unwrap();
+    subs.retain(|s| !gone.contains(&s["name"]));
+    for entry in delta["subscriptions"].as_array().unwrap() {
+        let at = subs.iter().position(|s| s["name"] == entry["name"]);
+        let mut entry = entry.clone();
+        if entry.get("messages").is_none() {
+            let fields = entry.as_object_mut().unwrap();
+            let mut messages = fields["messages_new"].as_array().unwrap().clone();
+            let kept = fields["messages_kept"].as_u64().unwrap() as usize;
+            if let Some(i) = at {
+                messages.extend(subs[i]["messages"].as_array().unwrap().iter().cloned());
+            }
+            messages.truncate(kept);
+            fields.remove("messages_new");
+            fields.remove("messages_kept");
+            fields.insert("messages".into(), Value::Array(messages));
+        }
+        match at {
+            Some(i) => subs[i] = entry,
+            None => subs.push(entry),
+        }
+    }
+    if let Some(order) = delta["order"].as_array() {
+        subs.sort_by_key(|s| order.iter().position(|n| *n == s["name"]));
+    }
+}
+
 /// The names in a `/state` document, in order.
 pub fn sub_names(state: &Value) -> Vec<String> {
     state["subscriptions"]
