@@ -20,7 +20,9 @@ clients received from Redis, including what a consumer later dropped to lag) for
 rounds, publishes for publish rounds; other scenarios are skipped.
 
 The round windows include each round's set-up (subscribing, warming up), which is small
-next to a full-size round; the bench's t = 0 is taken as its first sample.
+next to a full-size round. The bench's clock starts well after its process does (most of a
+second later), and its first act is starting the private redis-server, so t = 0 is taken
+as the first sample of a `redis-*` thread; samples before it are not counted.
 """
 
 import re
@@ -108,6 +110,8 @@ def main():
             continue
         comm, t, sym, dso = m[1], float(m[2]), m[3], m[4]
         if start is None:
+            if not comm.startswith("redis-"):
+                continue
             start = t
         t -= start
         while index < len(windows) and t > windows[index][1]:
