@@ -4,36 +4,18 @@
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pubsub_hub_testkit::child_output;
+use pubsub_hub_testkit::{
+    assert_exit_code as assert_exit, run_to_exit, stderr_text as stderr, stdout_text as stdout,
+};
 use serde_json::Value;
 
-/// Runs to completion within `timeout`, killing and failing the test otherwise.
+/// Runs the bench to completion within `timeout` (killing and failing the test otherwise),
+/// with no stdin and none of the environment that would point it elsewhere.
 fn run(mut cmd: Command, timeout: Duration) -> Output {
     cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .env_remove("REDIS_URL")
         .env_remove("RUST_LOG");
-    let child = cmd.spawn().expect("the binary starts");
-    child_output(child, timeout)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(o),
-        stderr(o)
-    );
+    run_to_exit(cmd, timeout)
 }
 
 fn bin() -> Command {

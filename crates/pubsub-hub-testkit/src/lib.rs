@@ -117,7 +117,10 @@ use std::time::Duration;
 pub use cluster::{CLUSTER_SLOTS, RedisCluster};
 pub use server::{ADMIN_CLIENT_NAME, ClientInfo, RedisServer};
 pub use tls::TlsRedisServer;
-pub use wait::{child_output, wait_until, wait_until_async};
+pub use wait::{
+    assert_exit_code, child_output, run_to_exit, stderr_text, stdout_text, wait_until,
+    wait_until_async,
+};
 
 /// Upper bound for any single wait of [`http`], [`dashboard`] and [`soak`].
 pub const WAIT: Duration = Duration::from_secs(15);

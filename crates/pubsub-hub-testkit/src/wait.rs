@@ -1,7 +1,7 @@
 //! Polling helpers with mandatory timeouts.
 
 use std::future::Future;
-use std::process::{Child, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Interval between two polls of a condition.
@@ -95,4 +95,35 @@ pub fn child_output(mut child: Child, timeout: Duration) -> Output {
         }
         std::thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// Runs `cmd` with stdout and stderr piped and returns its output once it exits, within
+/// `timeout` (see [`child_output`]).
+pub fn run_to_exit(mut cmd: Command, timeout: Duration) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    child_output(child, timeout)
+}
+
+/// What a process wrote on stdout, as text (invalid UTF-8 replaced).
+pub fn stdout_text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// What a process wrote on stderr, as text (invalid UTF-8 replaced).
+pub fn stderr_text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Fails unless the process exited with `code`, showing what it printed.
+pub fn assert_exit_code(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "exit status; stdout: {}; stderr: {}",
+        stdout_text(output),
+        stderr_text(output)
+    );
 }

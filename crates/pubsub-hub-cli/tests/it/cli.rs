@@ -8,7 +8,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use pubsub_hub_testkit::{RedisServer, child_output};
+use pubsub_hub_testkit::{
+    RedisServer, assert_exit_code as assert_exit, child_output, run_to_exit as run,
+    stderr_text as stderr, stdout_text as stdout,
+};
 use serde_json::Value;
 
 use crate::util::{Running, WAIT, bin, lines, ours};
@@ -19,32 +22,6 @@ fn bin_at(server: &RedisServer) -> Command {
     c.args(["--redis-host", "127.0.0.1", "--redis-port"])
         .arg(server.port().to_string());
     c
-}
-
-/// Runs to completion within `timeout`, killing and failing the test otherwise.
-fn run(mut cmd: Command, timeout: Duration) -> Output {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().expect("the binary starts");
-    child_output(child, timeout)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts the exit code and that stderr is exactly one line (for failures) or empty.
-fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "exit status; stdout: {}; stderr: {}",
-        stdout(o),
-        stderr(o)
-    );
 }
 
 fn assert_one_line_error(o: &Output) -> String {
