@@ -14,7 +14,7 @@ use pubsub_hub_testkit::{
 };
 use serde_json::Value;
 
-use crate::util::{Running, WAIT, bin, lines, ours};
+use crate::util::{Running, WAIT, bin, http_exchange, lines, ours};
 
 /// The binary pointed at `server` with flags.
 fn bin_at(server: &RedisServer) -> Command {
@@ -837,42 +837,7 @@ fn environment_errors_name_the_variable() {
 /// One HTTP/1.1 request without a body on a fresh connection; returns the status code and
 /// the body.
 fn http(port: u16, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
-    http_with_body(port, method, path, headers, "")
-}
-
-/// One HTTP/1.1 request on a fresh connection; returns the status code and the body.
-fn http_with_body(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[&str],
-    body: &str,
-) -> (u16, String) {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    for h in headers {
-        request.push_str(h);
-        request.push_str("\r\n");
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("a response within the timeout");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    http_exchange(port, method, path, headers, "")
 }
 
 /// Starts `serve` and returns it with its HTTP port (from the "listening" start-up line).
@@ -1034,7 +999,7 @@ fn the_config_file_reaches_the_dashboard() {
     );
     let auth = "Authorization: Bearer file-tok-s3cret-0123456789";
     let form = "Content-Type: application/x-www-form-urlencoded";
-    let (status, body) = http_with_body(
+    let (status, body) = http_exchange(
         port,
         "POST",
         "/publish",
@@ -1042,7 +1007,7 @@ fn the_config_file_reaches_the_dashboard() {
         "channel=c&message=12345678",
     );
     assert_eq!(status, 200, "{body}");
-    let (status, body) = http_with_body(
+    let (status, body) = http_exchange(
         port,
         "POST",
         "/publish",

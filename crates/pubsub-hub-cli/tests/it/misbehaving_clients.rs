@@ -14,19 +14,26 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pubsub_hub_testkit::{RedisServer, wait_until};
 use serde_json::Value;
 
-use crate::util::{Running, WAIT, bin, ours};
+use crate::util::{Running, WAIT, bin, http_exchange, ours};
 
 /// The promise for Ctrl-C during `subscribe`.
 const CTRL_C_EXIT: Duration = Duration::from_secs(1);
 
 /// `pubsub-hub serve` on a free port against `server`; returns it with its HTTP port.
 fn serve(server: &RedisServer) -> (Running, u16) {
+    serve_with(server, |_| {})
+}
+
+/// As [`serve`], with `setup` applied to the command first (environment, more flags).
+fn serve_with(server: &RedisServer, setup: impl FnOnce(&mut Command)) -> (Running, u16) {
     let mut cmd = bin();
+    setup(&mut cmd);
     cmd.args([
         "serve",
         "--port",
@@ -62,31 +69,15 @@ fn open_http_sockets(port: u16) -> usize {
         .count()
 }
 
-/// One complete request (`Connection: close`); the status and the body.
+/// One complete form request (`Connection: close`); the status and the body.
 fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .expect("a response within the timeout");
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    http_exchange(
+        port,
+        method,
+        path,
+        &["Content-Type: application/x-www-form-urlencoded"],
+        body,
+    )
 }
 
 fn state(port: u16) -> Value {
@@ -471,27 +462,10 @@ fn a_short_token_is_refused_at_start_in_one_line() {
 fn the_access_settings_reach_the_dashboard() {
     let server = RedisServer::start();
     let token = "Zq8x-s3cret-0123456789";
-    let mut cmd = bin();
-    cmd.env("PUBSUB_HUB_TOKEN", token)
-        .env("PUBSUB_HUB_TRUSTED_PROXIES", "127.0.0.1")
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--no-embedded",
-            "--redis-host",
-            "127.0.0.1",
-        ])
-        .args(["--redis-port", &server.port().to_string()]);
-    let dash = Running::spawn(cmd);
-    let port = loop {
-        let line = dash.next_line("start-up line");
-        if let Some(port) =
-            line.strip_prefix("Redis pub/sub demo server listening on http://127.0.0.1:")
-        {
-            break port.parse::<u16>().unwrap();
-        }
-    };
+    let (_dash, port) = serve_with(&server, |cmd| {
+        cmd.env("PUBSUB_HUB_TOKEN", token)
+            .env("PUBSUB_HUB_TRUSTED_PROXIES", "127.0.0.1");
+    });
     // Over HTTPS at the trusted proxy, the login cookie is Secure and the token leaves the
     // address bar.
     let (status, head) = head_of(
