@@ -253,13 +253,17 @@ async fn metrics_move_as_messages_flow_and_follow_redis() {
 
     // It comes back: live again, and the recoveries are counted.
     live.server.start_again();
+    // A scrape reads the statuses and then the connection gauge, not one snapshot, so one
+    // scrape can catch them apart while the links settle (seen once under load: three live,
+    // a different count). The count is waited for too; a leaked or missing connection
+    // still fails the wait.
     let s = wait_scrape(&live, "every subscriber is live again", |s| {
         s.sum("pubsub_hub_subscriptions", &[("status", "live")]) == 3.0
             && s.sum("pubsub_hub_redis_up", &[]) == 1.0
+            && s.sum("pubsub_hub_subscriber_connections", &[]) == 3.0
     })
     .await;
     assert!(s.sum("pubsub_hub_reconnects_total", &[]) >= 3.0);
-    assert_eq!(s.sum("pubsub_hub_subscriber_connections", &[]), 3.0);
     live.stop().await;
 }
 

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use pubsub_hub::PubSubHub;
 use pubsub_hub_testkit::RedisServer;
-use pubsub_hub_web::{AppState, DashboardSettings, Limits, dashboard_hub_config, serve_with_state};
+use pubsub_hub_web::{AppState, DashboardSettings, Limits, dashboard_hub_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 
-use crate::util::WAIT;
+use crate::util::{WAIT, serve_on_free_port};
 
 /// Size of each message the big subscribers hold (they keep whole payloads for display).
 const PAYLOAD: usize = 60 * 1024;
@@ -70,12 +70,7 @@ impl Dashboard {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_with_state(listener, app.clone(), async move {
-            let _ = stop_rx.await;
-        }));
+        let (addr, stop, task) = serve_on_free_port(&app).await;
         Dashboard {
             server,
             hub,

@@ -302,6 +302,24 @@ impl Default for Setup {
     }
 }
 
+/// Serves `app` on `127.0.0.1:<free port>` from a task until the sender fires; the address,
+/// the sender and the task (which returns `serve_with_state`'s result).
+pub async fn serve_on_free_port(
+    app: &AppState,
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    JoinHandle<std::io::Result<()>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve_with_state(listener, app.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    (addr, stop, task)
+}
+
 /// A dashboard running on `127.0.0.1:<free port>` until dropped or stopped.
 pub struct Live {
     pub server: RedisServer,
@@ -341,12 +359,7 @@ impl Live {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_with_state(listener, app.clone(), async move {
-            let _ = stop_rx.await;
-        }));
+        let (addr, stop, task) = serve_on_free_port(&app).await;
         Live {
             server,
             hub,
