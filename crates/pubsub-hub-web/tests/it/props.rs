@@ -43,8 +43,10 @@ proptest! {
     fn form_syntax_soup(body in "[a=&%+0-9A-Fa-fz\u{e9}]{0,40}") {
         if let Ok(pairs) = decode_form(body.as_bytes()) {
             prop_assert!(pairs.len() <= body.matches('&').count() + 1);
+            // A name holds `&` only where the body escaped one (`%26`): a raw `&` always
+            // ends a pair.
             for (name, _) in &pairs {
-                prop_assert!(!name.contains('&'));
+                prop_assert!(!name.contains('&') || body.contains("%26"), "{:?}", name);
             }
         }
     }
