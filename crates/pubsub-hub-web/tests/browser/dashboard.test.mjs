@@ -117,11 +117,12 @@ try {
   // -- publish through the form; the card updates without a reload -----------------------
   await page.evaluate(() => { window.__sameDocument = true; });
   await publish('orders:new', 'hello from the browser', 2);
-  const first = await messageIn('orders-listener', 'hello from the browser');
-  assert.match(await first.textContent(), /2\/2/);
+  // Both messages first: the page may well show the first one alone for a moment.
   await page.waitForFunction(
     () => document.querySelectorAll('.card[data-name="orders-listener"] .msg').length === 2,
     null, { timeout: STEP_TIMEOUT });
+  const first = await messageIn('orders-listener', 'hello from the browser');
+  assert.match(await first.textContent(), /2\/2/, 'the newest message is listed first');
   assert.equal(await card('orders-listener').locator('.counter-value').first().textContent(), '2');
   assert.equal(await page.evaluate(() => window.__sameDocument), true, 'no reload happened');
   step('publish through the form shows up in the orders-listener card without a reload');

@@ -272,6 +272,13 @@ async fn close_series(
     panic!("{how:?} did not complete within {MAX_POLLS} polls");
 }
 
+/// [`close_series`] for each (kind, target, closing) in turn, on the same hub.
+async fn close_each(deploy: &Deploy, hub: &PubSubHub, cases: &[(TargetKind, &str, Closing)]) {
+    for &(kind, target, how) in cases {
+        close_series(deploy, hub, kind, target, how).await;
+    }
+}
+
 /// `shutdown` cut at every point: before the first poll nothing happens; after it the hub
 /// refuses new work, consumers end, and a later `shutdown` returns with every connection
 /// of the hub closed.
@@ -595,23 +602,16 @@ async fn dedicated_subscribes_cut_anywhere_leave_nothing_behind() {
 async fn dedicated_closes_and_shutdown_cut_anywhere_finish() {
     let deploy = Deploy::Server(Box::new(RedisServer::start()));
     let hub = deploy.hub(HubConfig::default()).await;
-    close_series(
+    close_each(
         &deploy,
         &hub,
-        TargetKind::Channel,
-        "c",
-        Closing::SubscriptionClose,
+        &[
+            (TargetKind::Channel, "c", Closing::SubscriptionClose),
+            (TargetKind::Pattern, "c*", Closing::HubUnsubscribe),
+            (TargetKind::Shard, "c", Closing::HubCloseAll),
+        ],
     )
     .await;
-    close_series(
-        &deploy,
-        &hub,
-        TargetKind::Pattern,
-        "c*",
-        Closing::HubUnsubscribe,
-    )
-    .await;
-    close_series(&deploy, &hub, TargetKind::Shard, "c", Closing::HubCloseAll).await;
     hub.shutdown().await;
     shutdown_series(&deploy, HubConfig::default(), TargetKind::Channel, "s").await;
 }
@@ -667,28 +667,14 @@ async fn shared_mode_calls_cut_anywhere_leave_nothing_behind() {
     subscribe_series(&deploy, &hub, TargetKind::Channel, "cut:plain").await;
     subscribe_series(&deploy, &hub, TargetKind::Pattern, "cut:*").await;
     subscribe_series(&deploy, &hub, TargetKind::Shard, "cut:shard").await;
-    close_series(
+    close_each(
         &deploy,
         &hub,
-        TargetKind::Channel,
-        "c",
-        Closing::SubscriptionClose,
-    )
-    .await;
-    close_series(
-        &deploy,
-        &hub,
-        TargetKind::Shard,
-        "c",
-        Closing::HubUnsubscribe,
-    )
-    .await;
-    close_series(
-        &deploy,
-        &hub,
-        TargetKind::Channel,
-        "c",
-        Closing::HubCloseAll,
+        &[
+            (TargetKind::Channel, "c", Closing::SubscriptionClose),
+            (TargetKind::Shard, "c", Closing::HubUnsubscribe),
+            (TargetKind::Channel, "c", Closing::HubCloseAll),
+        ],
     )
     .await;
     publish_series(&hub, TargetKind::Channel, "p").await;
@@ -705,20 +691,13 @@ async fn cluster_calls_cut_anywhere_leave_nothing_behind() {
     let hub = deploy.hub(HubConfig::default()).await;
     subscribe_series(&deploy, &hub, TargetKind::Channel, "cut:plain").await;
     subscribe_series(&deploy, &hub, TargetKind::Shard, "cut:shard").await;
-    close_series(
+    close_each(
         &deploy,
         &hub,
-        TargetKind::Channel,
-        "c",
-        Closing::SubscriptionClose,
-    )
-    .await;
-    close_series(
-        &deploy,
-        &hub,
-        TargetKind::Shard,
-        "c",
-        Closing::HubUnsubscribe,
+        &[
+            (TargetKind::Channel, "c", Closing::SubscriptionClose),
+            (TargetKind::Shard, "c", Closing::HubUnsubscribe),
+        ],
     )
     .await;
     publish_series(&hub, TargetKind::Channel, "p").await;
