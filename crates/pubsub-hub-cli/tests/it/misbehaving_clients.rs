@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use pubsub_hub_testkit::{RedisServer, wait_until};
 use serde_json::Value;
 
-use crate::util::{Running, WAIT, bin, http_exchange, ours};
+use crate::util::{Running, WAIT, bin, http_exchange, http_response, ours};
 
 /// The promise for Ctrl-C during `subscribe`.
 const CTRL_C_EXIT: Duration = Duration::from_secs(1);
@@ -403,31 +403,9 @@ fn ctrl_c_stops_subscribe_within_a_second_while_redis_does_not_answer() {
     assert!(took < CTRL_C_EXIT, "exited after {took:?}");
 }
 
-/// One request on a fresh connection with extra header lines; the status and the head.
+/// `GET path` on a fresh connection with extra header lines; the status and the head.
 fn head_of(port: u16, path: &str, headers: &[&str]) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let mut request =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    for h in headers {
-        request.push_str(h);
-        request.push_str("\r\n");
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("an answer");
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let head = response
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {response:?}"));
+    let (status, head, _) = http_response(port, "GET", path, headers, "");
     (status, head)
 }
 

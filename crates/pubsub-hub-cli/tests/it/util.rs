@@ -169,6 +169,19 @@ pub fn http_exchange(
     headers: &[&str],
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = http_response(port, method, path, headers, body);
+    (status, body)
+}
+
+/// As [`http_exchange`], with the response head (status line and headers) too: the
+/// status, the head and the body.
+pub fn http_response(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String, String) {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream.set_read_timeout(Some(WAIT)).unwrap();
@@ -190,9 +203,9 @@ pub fn http_exchange(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {response:?}"));
-    let body = response
+    let (head, body) = response
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+        .map(|(h, b)| (h.to_owned(), b.to_owned()))
+        .unwrap_or((response.clone(), String::new()));
+    (status, head, body)
 }
